@@ -1,0 +1,305 @@
+"""The shell shared by every IMNN class: configuration, latest state, and delegation.
+
+A concrete class only chooses a summary source, the data it reads and an
+executor; everything here works the same for all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _checks, engine, executors, fisher, plotting
+from .adapters import OptimiserState, as_network, as_optimiser, initial_state
+from .sources import Summarise
+
+ASCII_ALIASES = {
+    "theta_fid": "θ_fid",
+    "delta_theta": "δθ",
+    "lam": "λ",
+    "lambda_": "λ",
+    "epsilon": "ϵ",
+}
+HISTORY_FIELDS = fisher.Metrics._fields
+
+
+def accepts_ascii_aliases(fn: Callable) -> Callable:
+    """Let ``fn`` be called with ASCII names (``theta_fid=``) for its Greek arguments."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        renamed: dict[str, Any] = {}
+        for name, value in kwargs.items():
+            # Python stores identifiers NFKC-normalised: ϵ (U+03F5) is the parameter ε.
+            target = unicodedata.normalize("NFKC", ASCII_ALIASES.get(name, name))
+            if target in renamed:
+                raise TypeError(f"`{name}` and `{target}` name the same argument; give only one")
+            renamed[target] = value
+        return fn(*args, **renamed)
+
+    return wrapper
+
+
+class History(dict):
+    """The fit history: 1-D arrays by name, also reachable by ASCII name (``Lambda2``)."""
+
+    def __missing__(self, name: str):
+        greek = name.replace("Lambda", "Λ")
+        if greek != name and greek in self:
+            return self[greek]
+        raise KeyError(name)
+
+
+def _empty_history(validate: bool) -> History:
+    names = list(HISTORY_FIELDS) + ([f"val_{n}" for n in HISTORY_FIELDS] if validate else [])
+    history = History({name: np.zeros(0, np.float32) for name in names})
+    history["max_detF"] = -np.inf
+    return history
+
+
+class IMNNBase:
+    """Shared implementation of the IMNN classes; construct one of those instead.
+
+    Attributes (after ``fit`` or ``set_F_statistics``):
+        F: float(n_params, n_params) — Fisher matrix at ``w``; ``invF`` its inverse.
+        C, invC: float(n_summaries, n_summaries) — covariance of the summaries and its inverse.
+        μ: float(n_summaries) — mean summary; dμ_dθ: float(n_summaries, n_params).
+        w: weights used for statistics and estimates (``best_w`` after ``fit(best=True)``).
+        best_w, final_w, initial_w: weights at the highest monitored |F|, at the end of
+            the last fit, and at construction.
+        state: :class:`imnn.OptimiserState` — pass it as ``key_or_state`` to resume.
+        history: dict of 1-D arrays ``detF, detC, detinvC, Λ2, r`` (and ``val_…`` with a
+            validation set), one entry per iteration over all fits, plus ``max_detF``.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_s: int,
+        n_d: int,
+        n_params: int,
+        n_summaries: int,
+        input_shape: tuple[int, ...],
+        θ_fid: Any,
+        model: Any,
+        optimiser: Any,
+        key_or_state: Any,
+        summarise: Summarise,
+        data: Any,
+        validation_data: Any = None,
+        needs_key: bool = False,
+        executor: Callable[[Summarise, Callable], executors.Executor] = executors.in_memory,
+        verbose: bool = True,
+    ):
+        self.n_s = _checks.positive_int("n_s", n_s)
+        self.n_d = _checks.positive_int("n_d", n_d)
+        self.n_params = _checks.positive_int("n_params", n_params)
+        self.n_summaries = _checks.positive_int("n_summaries", n_summaries)
+        if self.n_d > self.n_s:
+            raise ValueError(f"`n_d` (={n_d}) must not exceed `n_s` (={n_s})")
+        if self.n_s <= self.n_summaries:
+            raise ValueError(
+                f"`n_s` (={n_s}) must exceed `n_summaries` (={n_summaries}) for the covariance to be invertible"
+            )
+        self.input_shape = _checks.input_shape(input_shape)
+        self.θ_fid = _checks.vector("θ_fid", θ_fid, self.n_params)
+        self.verbose = bool(verbose)
+        self._needs_key = needs_key
+        self._data = data
+        self._validation_data = validation_data
+
+        self._network = as_network(model, self.input_shape)
+        self._optimiser = as_optimiser(optimiser)
+        self.state = initial_state(self._network, optimiser, self._optimiser, key_or_state)
+        _checks.output_shape(
+            "model", self._network.apply, (self.state.params, jnp.zeros(self.input_shape)),
+            (self.n_summaries,), f"one simulation of shape {self.input_shape}",
+        )  # fmt: skip
+        self.initial_w = self.final_w = self.best_w = self.w = self.state.params
+        self.history = _empty_history(validation_data is not None)
+        self.F = self.invF = self.C = self.invC = self.μ = self.dμ_dθ = None
+
+        apply, θ_fid = self._network.apply, self.θ_fid
+        run = executor(summarise, apply)
+        # Closures over static configuration, jitted once per model (never bound methods).
+        self._chunk = jax.jit(engine.make_chunk(run, self._optimiser, validation_data is not None))
+        self._statistics = jax.jit(run.statistics)
+        self._summaries = jax.jit(functools.partial(summarise, apply))
+        self._estimate = jax.jit(lambda w, d, stats: fisher.estimate(jax.vmap(apply, (None, 0))(w, d), stats, θ_fid))
+
+    # ---------------------------------------------------------------- fitting
+    @accepts_ascii_aliases
+    def fit(
+        self,
+        λ: float,
+        ϵ: float,
+        rng: jax.Array | None = None,
+        patience: int = 100,
+        min_iterations: int = 100,
+        max_iterations: int = 100000,
+        print_rate: int | None = None,
+        best: bool = True,
+    ) -> IMNNBase:
+        """Maximise ``ln|F|`` with the covariance regularised towards the identity.
+
+        Args:
+            λ: regularisation coupling (> 0), e.g. 10.
+            ϵ: closeness to the identity at which regularisation switches off (> 0), e.g. 0.1.
+            rng: PRNG key; required by simulator-based IMNNs (fresh simulations each iteration).
+            patience: iterations after ``min_iterations`` without a new maximum of the
+                monitored |F| (validation |F| when a validation set exists) before stopping.
+            min_iterations: iterations always run in this call.
+            max_iterations: most iterations in this call.
+            print_rate: show a progress bar updated every ``print_rate`` iterations.
+            best: afterwards use the weights of the highest monitored |F| (else the last).
+
+        Returns:
+            The model, with ``history`` extended and the Fisher statistics set.
+            Calling ``fit`` again continues from the current optimiser state.
+        """
+        λ = _checks.positive_float("λ", λ)
+        ϵ = _checks.positive_float("ϵ", ϵ)
+        if ϵ * (λ - 1) + ϵ**2 / (1 + ϵ) <= 0:
+            raise ValueError(f"`λ` (={λ}) and `ϵ` (={ϵ}) give an undefined α: ϵ(λ − 1) + ϵ²/(1 + ϵ) must be > 0")
+        if rng is None and self._needs_key:
+            raise ValueError(f"`rng` must be a PRNG key: {type(self).__name__} draws fresh simulations every iteration")
+        key = jax.random.key(0) if rng is None else _checks.key("rng", rng)
+        if print_rate is not None:
+            print_rate = _checks.positive_int("print_rate", print_rate)
+        dtype = jnp.result_type(float)
+        settings = engine.Settings(
+            λ=jnp.asarray(λ, dtype),
+            α=jnp.asarray(fisher.alpha(λ, ϵ), dtype),
+            patience=jnp.int32(_checks.non_negative_int("patience", patience)),
+            min_iterations=jnp.int32(_checks.non_negative_int("min_iterations", min_iterations)),
+            max_iterations=jnp.int32(_checks.non_negative_int("max_iterations", max_iterations)),
+        )
+        start = engine.FitState(
+            w=self.state.params,
+            opt_state=self.state.opt_state,
+            count=self.state.count,
+            best_w=self.best_w,
+            max_detF=jnp.asarray(self.history["max_detF"], jnp.float32),
+            key=key,
+        )
+        outcome = engine.run(
+            self._chunk, start, settings, self._data, self._validation_data,
+            max_iterations=int(settings.max_iterations), print_rate=print_rate,
+        )  # fmt: skip
+        self._absorb(outcome, best)
+        if self.verbose and outcome.reason in ("converged", "max_iterations"):
+            why = "early stopping" if outcome.reason == "converged" else "max_iterations reached"
+            print(
+                f"{type(self).__name__}: {outcome.iterations} iterations ({why}), max |F| = {self.history['max_detF']:.4g}"
+            )
+        self.set_F_statistics(self.w, key=jax.random.split(outcome.state.key)[1])
+        return self
+
+    def _absorb(self, outcome: engine.Outcome, best: bool) -> None:
+        s = outcome.state
+        self.state = OptimiserState(params=s.w, opt_state=s.opt_state, count=s.count)
+        self.final_w, self.best_w = s.w, s.best_w
+        for name, values in outcome.history.items():
+            self.history[name] = np.concatenate([self.history[name], values])
+        self.history["max_detF"] = float(s.max_detF)
+        self.w = self.best_w if best and np.isfinite(self.history["max_detF"]) else self.final_w
+
+    # ------------------------------------------------------------- statistics
+    def _data_for(self, validate: bool) -> Any:
+        return self._validation_data if validate and self._validation_data is not None else self._data
+
+    def _key_for(self, key: Any) -> jax.Array:
+        if key is None:
+            if self._needs_key:
+                raise ValueError(
+                    f"`key` must be a PRNG key: {type(self).__name__} computes statistics on fresh simulations"
+                )
+            return jax.random.key(0)
+        return _checks.key("key", key)
+
+    def set_F_statistics(self, w: Any = None, key: jax.Array | None = None, validate: bool = True) -> IMNNBase:
+        """Set ``F, invF, C, invC, μ, dμ_dθ`` (and ``w``) from the summaries at weights ``w``.
+
+        Args:
+            w: weights (default: ``self.w``).
+            key: PRNG key for simulator-based IMNNs (fresh simulations).
+            validate: use the validation set when there is one.
+        """
+        w = self.w if w is None else w
+        stats = self._statistics(w, self._data_for(validate), self._key_for(key))
+        if not bool(jnp.all(jnp.isfinite(stats.F))) or float(jnp.linalg.det(stats.F)) <= 0:
+            warnings.warn(
+                "the Fisher matrix is singular or not finite at these weights: estimates will not be meaningful",
+                stacklevel=2,
+            )
+        self.w = w
+        self.F, self.C, self.invC, self.dμ_dθ, self.μ = stats
+        self.invF = jnp.linalg.inv(stats.F)
+        return self
+
+    def get_summaries(self, w: Any = None, key: jax.Array | None = None, validate: bool = False):
+        """Summaries and their derivatives at weights ``w`` (default ``self.w``).
+
+        Returns:
+            ``(x: float(n_s, n_summaries), dx_dθ: float(n_d, n_summaries, n_params))``.
+        """
+        w = self.w if w is None else w
+        return self._summaries(w, self._data_for(validate), self._key_for(key))
+
+    def get_estimate(self, d: Any) -> jax.Array:
+        """Quasi-maximum-likelihood estimate of the parameters for data ``d``.
+
+        Args:
+            d: float(*input_shape) for one simulation or float(n, *input_shape) for a batch.
+
+        Returns:
+            float(n_params) or float(n, n_params).
+        """
+        if self.F is None:
+            raise RuntimeError("`get_estimate` needs Fisher statistics: call `fit` or `set_F_statistics` first")
+        shape = tuple(np.shape(d))
+        if shape == self.input_shape:
+            single = True
+        elif shape[1:] == self.input_shape and len(shape) >= 1:
+            single = False
+        else:
+            raise ValueError(
+                f"`d` should have shape {self.input_shape} (one simulation) or (n,) + {self.input_shape} "
+                f"(a batch) but has {shape}"
+            )
+        batch = jnp.asarray(d)[None] if single else jnp.asarray(d)
+        stats = fisher.FisherStatistics(self.F, self.C, self.invC, self.dμ_dθ, self.μ)
+        estimates = self._estimate(self.w, batch, stats)
+        return estimates[0] if single else estimates
+
+    # ---------------------------------------------------------------- display
+    def plot(
+        self,
+        ax: Any = None,
+        expected_detF: float | None = None,
+        colour: str = "C0",
+        figsize: tuple[float, float] = (5, 15),
+        label: str = "",
+        filename: str | None = None,
+        ncol: int = 1,
+    ):
+        """Plot the fit history (|F|; |C| and |C⁻¹|; Λ2 and r) and return the axes.
+
+        See :func:`imnn.plotting.plot_history` for the arguments.
+        """
+        return plotting.plot_history(
+            self.history, ax=ax, expected_detF=expected_detF, colour=colour,
+            figsize=figsize, label=label, filename=filename, ncol=ncol,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ ASCII names
+    theta_fid = property(lambda self: self.θ_fid, doc="ASCII alias of ``θ_fid``.")
+    mu = property(lambda self: self.μ, doc="ASCII alias of ``μ``.")
+    dmu_dtheta = property(lambda self: self.dμ_dθ, doc="ASCII alias of ``dμ_dθ``.")

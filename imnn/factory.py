@@ -1,0 +1,144 @@
+"""``imnn.IMNN``: pick the IMNN class from the arguments given, or say clearly why none fits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ._core import accepts_ascii_aliases
+from .imnns import GradientIMNN, NumericalGradientIMNN, SimulatorIMNN
+
+# (where simulations come from, how they are executed) -> class, or its name while unavailable
+CLASSES: dict[tuple[str, str], Any] = {
+    ("simulator", "in memory"): SimulatorIMNN,
+    ("gradient", "in memory"): GradientIMNN,
+    ("numerical", "in memory"): NumericalGradientIMNN,
+    ("simulator", "aggregated"): "AggregatedSimulatorIMNN",
+    ("gradient", "aggregated"): "AggregatedGradientIMNN",
+    ("numerical", "aggregated"): "AggregatedNumericalGradientIMNN",
+    ("gradient", "dataset"): "DatasetGradientIMNN",
+    ("numerical", "dataset"): "DatasetNumericalGradientIMNN",
+}
+
+
+def _is_iterator_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, Iterator) for v in value)
+
+
+def _source_kind(given: dict[str, bool], δθ: Any) -> str:
+    if given["simulator"]:
+        clashing = [n for n in ("fiducial", "derivative", "main", "remaining", "validation_fiducial",
+                                "validation_derivative", "validation_main", "validation_remaining") if given[n]]  # fmt: skip
+        if clashing:
+            raise ValueError(f"give either `simulator` or stored simulations, not both (also given: {clashing})")
+        if δθ is not None:
+            raise ValueError("`δθ` is only for numerical derivatives of stored simulations, not with `simulator`")
+        return "simulator"
+    if given["main"] or given["remaining"] or given["validation_main"] or given["validation_remaining"]:
+        if given["fiducial"] or given["derivative"] or given["validation_fiducial"] or given["validation_derivative"]:
+            raise ValueError("give either `main`/`remaining` iterators or `fiducial`/`derivative`, not both")
+        if not given["main"]:
+            raise ValueError("`main` (the iterators of simulations with derivatives) is required with `remaining`")
+        if δθ is not None:
+            raise ValueError(
+                "`δθ` is not used with `main`/`remaining`: numerical derivatives take `fiducial`/`derivative`"
+            )
+        return "gradient"
+    if given["fiducial"] != given["derivative"]:
+        raise ValueError("`fiducial` and `derivative` must be given together")
+    if not given["fiducial"]:
+        raise ValueError("give `simulator`, or `fiducial` and `derivative` (with `δθ` for numerical derivatives)")
+    if given["validation_main"] or given["validation_remaining"]:
+        raise ValueError("`validation_main`/`validation_remaining` go with `main`, not with `fiducial`")
+    return "numerical" if δθ is not None else "gradient"
+
+
+def _executor_kind(
+    arrays: dict[str, Any], host: Any, devices: Any, n_per_device: Any, cache: Any, prefetch: Any
+) -> str:
+    iterators = [name for name, value in arrays.items() if _is_iterator_list(value)]
+    if iterators or arrays["main"] is not None:
+        if None in (host, devices, n_per_device):
+            raise ValueError("iterator datasets need `host`, `devices` and `n_per_device`")
+        return "dataset"
+    aggregation = {"host": host, "devices": devices, "n_per_device": n_per_device}
+    given = [name for name, value in aggregation.items() if value is not None]
+    if given and len(given) < 3:
+        missing = [name for name in aggregation if name not in given]
+        raise ValueError(f"aggregation needs `host`, `devices` and `n_per_device` together (missing {missing})")
+    if not given and (cache is not None or prefetch is not None):
+        raise ValueError(
+            "`cache` and `prefetch` only apply to aggregated IMNNs (with `host`, `devices`, `n_per_device`)"
+        )
+    return "aggregated" if given else "in memory"
+
+
+@accepts_ascii_aliases
+def IMNN(
+    n_s: int,
+    n_d: int,
+    n_params: int,
+    n_summaries: int,
+    input_shape: tuple[int, ...],
+    θ_fid: Any,
+    model: Any,
+    optimiser: Any,
+    key_or_state: Any,
+    simulator: Any = None,
+    fiducial: Any = None,
+    derivative: Any = None,
+    main: Any = None,
+    remaining: Any = None,
+    δθ: Any = None,
+    validation_fiducial: Any = None,
+    validation_derivative: Any = None,
+    validation_main: Any = None,
+    validation_remaining: Any = None,
+    host: Any = None,
+    devices: Any = None,
+    n_per_device: Any = None,
+    cache: Any = None,
+    prefetch: Any = None,
+    verbose: bool = True,
+):
+    """Build the IMNN that fits the data you have.
+
+    - ``simulator`` → :class:`SimulatorIMNN` (fresh simulations each iteration);
+    - ``fiducial`` and ``derivative`` arrays → :class:`GradientIMNN`, or
+      :class:`NumericalGradientIMNN` when ``δθ`` is given;
+    - with ``host``, ``devices`` and ``n_per_device`` → the ``Aggregated…`` variants;
+    - lists of iterators (``main``/``remaining``, or ``fiducial``/``derivative``) → ``Dataset…``.
+
+    Arguments are those of the chosen class; see :class:`SimulatorIMNN`,
+    :class:`GradientIMNN` and :class:`NumericalGradientIMNN` for shapes.
+    """
+    given = {
+        "simulator": simulator is not None, "fiducial": fiducial is not None,
+        "derivative": derivative is not None, "main": main is not None, "remaining": remaining is not None,
+        "validation_fiducial": validation_fiducial is not None,
+        "validation_derivative": validation_derivative is not None,
+        "validation_main": validation_main is not None, "validation_remaining": validation_remaining is not None,
+    }  # fmt: skip
+    source = _source_kind(given, δθ)
+    arrays = {"fiducial": fiducial, "derivative": derivative, "main": main, "remaining": remaining}
+    executor = _executor_kind(arrays, host, devices, n_per_device, cache, prefetch)
+    if (source, executor) not in CLASSES:
+        raise ValueError(f"no IMNN fits {source} derivatives with {executor} execution")
+    cls = CLASSES[(source, executor)]
+    if isinstance(cls, str):
+        raise NotImplementedError(
+            f"{cls} (chosen by `host`/`devices`/`n_per_device` or iterator inputs) is not available yet"
+        )
+    common = dict(
+        n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
+        θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state, verbose=verbose,
+    )  # fmt: skip
+    if source == "simulator":
+        return cls(**common, simulator=simulator)
+    stored = dict(
+        fiducial=fiducial, derivative=derivative,
+        validation_fiducial=validation_fiducial, validation_derivative=validation_derivative,
+    )  # fmt: skip
+    if source == "numerical":
+        return cls(**common, **stored, δθ=δθ)
+    return cls(**common, **stored)

@@ -1,0 +1,208 @@
+"""The in-memory IMNN classes: each picks a summary source and the data it reads.
+
+Every class fits with :meth:`fit`, evaluates with :meth:`set_F_statistics`,
+estimates with :meth:`get_estimate` and plots with :meth:`plot` (all from
+:class:`imnn._core.IMNNBase`); they differ only in where simulations come from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from . import _checks, sources
+from ._core import IMNNBase, accepts_ascii_aliases
+
+
+def gradient_layout(n_d: int, n_params: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of ``derivative`` for gradient IMNNs: ``(n_d, *input_shape, n_params)``."""
+    return (n_d, *shape, n_params)
+
+
+def numerical_layout(n_d: int, n_params: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of ``derivative`` for numerical-gradient IMNNs: ``(n_d, 2, n_params, *input_shape)``."""
+    return (n_d, 2, n_params, *shape)
+
+
+def stored_simulations(
+    layout: Callable[[int, int, tuple[int, ...]], tuple[int, ...]],
+    n_s: int,
+    n_d: int,
+    n_params: int,
+    input_shape: tuple[int, ...],
+    fiducial: Any,
+    derivative: Any,
+    validation_fiducial: Any = None,
+    validation_derivative: Any = None,
+) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array] | None]:
+    """Checked ``(fiducial, derivative)`` training data and validation data (or ``None``)."""
+    n_s, n_d = _checks.positive_int("n_s", n_s), _checks.positive_int("n_d", n_d)
+    n_params, shape = _checks.positive_int("n_params", n_params), _checks.input_shape(input_shape)
+
+    def check(fid, der, prefix=""):
+        return (
+            _checks.array(f"{prefix}fiducial", fid, (n_s, *shape)),
+            _checks.array(f"{prefix}derivative", der, layout(n_d, n_params, shape)),
+        )
+
+    given = (validation_fiducial is not None, validation_derivative is not None)
+    if any(given) and not all(given):
+        raise ValueError("`validation_fiducial` and `validation_derivative` must be given together")
+    validation = check(validation_fiducial, validation_derivative, "validation_") if all(given) else None
+    return check(fiducial, derivative), validation
+
+
+class SimulatorIMNN(IMNNBase):
+    """IMNN fitted on fresh simulations drawn from ``simulator`` at every iteration.
+
+    ``dx/dθ`` is the derivative of ``model∘simulator`` w.r.t. θ at ``θ_fid``, so the
+    simulator must be differentiable in JAX. Its training |F| is already
+    out-of-sample, so it is what early stopping monitors.
+
+    Args:
+        n_s: simulations per iteration for the mean and covariance.
+        n_d: simulations (the first ``n_d`` of ``n_s``) whose derivatives are used.
+        n_params: number of physical parameters.
+        n_summaries: outputs of the network.
+        input_shape: shape of one simulation.
+        θ_fid: float(n_params) — fiducial parameters.
+        model: stax ``(init, apply)`` pair, ``flax.linen``/``flax.nnx`` or ``equinox`` module,
+            mapping one simulation to float(n_summaries).
+        optimiser: ``optax.GradientTransformation`` or ``jax.example_libraries.optimizers`` triple.
+        key_or_state: PRNG key for the weights, or a previous ``state``.
+        simulator: ``simulator(key, θ: float(n_params)) -> float(*input_shape)``.
+        derivative_mode: ``"forward"``, ``"reverse"`` or ``"auto"`` (forward unless
+            ``n_params > n_summaries``) differentiation of ``model∘simulator``.
+        verbose: print a one-line summary after each fit.
+    """
+
+    @accepts_ascii_aliases
+    def __init__(
+        self,
+        n_s: int,
+        n_d: int,
+        n_params: int,
+        n_summaries: int,
+        input_shape: tuple[int, ...],
+        θ_fid: Any,
+        model: Any,
+        optimiser: Any,
+        key_or_state: Any,
+        simulator: Callable[[jax.Array, jax.Array], jax.Array],
+        derivative_mode: sources.DerivativeMode = "auto",
+        verbose: bool = True,
+    ):
+        if not callable(simulator):
+            raise TypeError(f"`simulator` should be a function simulator(key, θ) but is {type(simulator).__name__}")
+        if derivative_mode not in ("auto", "forward", "reverse"):
+            raise ValueError(f"`derivative_mode` (={derivative_mode!r}) must be 'auto', 'forward' or 'reverse'")
+        θ = _checks.vector("θ_fid", θ_fid, _checks.positive_int("n_params", n_params))
+        shape = _checks.input_shape(input_shape)
+        _checks.output_shape("simulator", simulator, (jax.random.key(0), θ), shape, "a key and `θ_fid`")
+        mode = sources.simulator_mode(derivative_mode, n_params, _checks.positive_int("n_summaries", n_summaries))
+        super().__init__(
+            n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
+            θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
+            summarise=sources.simulator(simulator, θ, n_s, n_d, mode), data=None,
+            needs_key=True, verbose=verbose,
+        )  # fmt: skip
+        self.simulator = simulator
+
+
+class GradientIMNN(IMNNBase):
+    """IMNN fitted on stored simulations and their exact derivatives ``dd/dθ``.
+
+    ``dx/dθ`` follows by the chain rule: one JVP of the network per parameter
+    along the stored derivative, never the full input Jacobian. With a validation
+    set, early stopping monitors the validation |F|.
+
+    Args:
+        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser,
+        key_or_state: as for :class:`SimulatorIMNN`.
+        fiducial: float(n_s, *input_shape) — simulations at ``θ_fid``.
+        derivative: float(n_d, *input_shape, n_params) — ``dd/dθ`` of the first ``n_d``.
+        validation_fiducial, validation_derivative: a second set of the same shapes.
+        verbose: print a one-line summary after each fit.
+    """
+
+    @accepts_ascii_aliases
+    def __init__(
+        self,
+        n_s: int,
+        n_d: int,
+        n_params: int,
+        n_summaries: int,
+        input_shape: tuple[int, ...],
+        θ_fid: Any,
+        model: Any,
+        optimiser: Any,
+        key_or_state: Any,
+        fiducial: Any,
+        derivative: Any,
+        validation_fiducial: Any = None,
+        validation_derivative: Any = None,
+        verbose: bool = True,
+    ):
+        data, validation = stored_simulations(
+            gradient_layout, n_s, n_d, n_params, input_shape,
+            fiducial, derivative, validation_fiducial, validation_derivative,
+        )  # fmt: skip
+        super().__init__(
+            n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
+            θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
+            summarise=sources.gradient(n_d), data=data, validation_data=validation, verbose=verbose,
+        )  # fmt: skip
+
+
+class NumericalGradientIMNN(IMNNBase):
+    """IMNN fitted on stored simulations with derivatives by finite differences.
+
+    Args:
+        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser,
+        key_or_state: as for :class:`SimulatorIMNN`.
+        fiducial: float(n_s, *input_shape) — simulations at ``θ_fid``.
+        derivative: float(n_d, 2, n_params, *input_shape) — ``[:, 0, p]`` simulated at
+            ``θ_fid − δθ/2`` and ``[:, 1, p]`` at ``θ_fid + δθ/2`` in parameter ``p`` only,
+            each with the seed of the matching fiducial simulation.
+        δθ: float(n_params) — the finite-difference steps (> 0).
+        validation_fiducial, validation_derivative: a second set of the same shapes.
+        verbose: print a one-line summary after each fit.
+    """
+
+    @accepts_ascii_aliases
+    def __init__(
+        self,
+        n_s: int,
+        n_d: int,
+        n_params: int,
+        n_summaries: int,
+        input_shape: tuple[int, ...],
+        θ_fid: Any,
+        model: Any,
+        optimiser: Any,
+        key_or_state: Any,
+        fiducial: Any,
+        derivative: Any,
+        δθ: Any,
+        validation_fiducial: Any = None,
+        validation_derivative: Any = None,
+        verbose: bool = True,
+    ):
+        δθ = _checks.vector("δθ", δθ, _checks.positive_int("n_params", n_params))
+        if not bool((δθ > 0).all()):
+            raise ValueError(f"`δθ` (={δθ.tolist()}) must be positive")
+
+        data, validation = stored_simulations(
+            numerical_layout, n_s, n_d, n_params, input_shape,
+            fiducial, derivative, validation_fiducial, validation_derivative,
+        )  # fmt: skip
+        super().__init__(
+            n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
+            θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
+            summarise=sources.numerical(δθ), data=data, validation_data=validation, verbose=verbose,
+        )  # fmt: skip
+        self.δθ = δθ
+
+    delta_theta = property(lambda self: self.δθ, doc="ASCII alias of ``δθ``.")
