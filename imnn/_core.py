@@ -196,9 +196,8 @@ class IMNNBase:
         self._absorb(outcome, best)
         if self.verbose and outcome.reason in ("converged", "max_iterations"):
             why = "early stopping" if outcome.reason == "converged" else "max_iterations reached"
-            print(
-                f"{type(self).__name__}: {outcome.iterations} iterations ({why}), max |F| = {self.history['max_detF']:.4g}"
-            )
+            max_detF = self.history["max_detF"]
+            print(f"{type(self).__name__}: {outcome.iterations} iterations ({why}), max |F| = {max_detF:.4g}")
         self.set_F_statistics(self.w, key=jax.random.split(outcome.state.key)[1])
         return self
 

@@ -27,8 +27,7 @@ def _is_iterator_list(value: Any) -> bool:
 
 def _source_kind(given: dict[str, bool], δθ: Any) -> str:
     if given["simulator"]:
-        clashing = [n for n in ("fiducial", "derivative", "main", "remaining", "validation_fiducial",
-                                "validation_derivative", "validation_main", "validation_remaining") if given[n]]  # fmt: skip
+        clashing = [name for name, is_given in given.items() if is_given and name != "simulator"]
         if clashing:
             raise ValueError(f"give either `simulator` or stored simulations, not both (also given: {clashing})")
         if δθ is not None:

@@ -40,7 +40,7 @@ def plot_history(
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(3, 1, figsize=figsize, sharex=True)
+        _, ax = plt.subplots(3, 1, figsize=figsize, sharex=True)
         plt.subplots_adjust(hspace=0.05)
     ax = np.asarray(ax)
     if ax.shape != (3,):

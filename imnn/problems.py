@@ -51,7 +51,11 @@ class GaussianMeanVariance(NamedTuple):
     def simulations(
         self, key: jax.Array, n_s: int, n_d: int, δθ: tuple[float, float] = (0.1, 0.1)
     ) -> StoredSimulations:
-        """``n_s`` fiducial simulations with exact and numerical derivatives for the first ``n_d``."""
+        """``n_s`` fiducial simulations with exact and numerical derivatives for the first ``n_d``.
+
+        Returns:
+            :class:`StoredSimulations`.
+        """
         θ_fid, δθ = jnp.asarray(self.θ_fid), jnp.asarray(δθ)
         keys = jax.random.split(key, n_s)
         fiducial = jax.vmap(self.simulator, (0, None))(keys, θ_fid)

@@ -101,7 +101,7 @@ def numerical(δθ: jax.Array) -> Summarise:
         fiducial, derivative = data
         n_d, _, n_params = derivative.shape[:3]
         x = jax.vmap(apply, (None, 0))(w, fiducial)
-        flat = derivative.reshape((-1,) + derivative.shape[3:])
+        flat = derivative.reshape((-1, *derivative.shape[3:]))
         x_pm = jax.vmap(apply, (None, 0))(w, flat).reshape(n_d, 2, n_params, -1)
         dx_dθ = jnp.swapaxes(x_pm[:, 1] - x_pm[:, 0], 1, 2) / δθ
         return x, dx_dθ
