@@ -78,9 +78,9 @@ def _record(buffer: fisher.Metrics, index: jax.Array, metrics: fisher.Metrics) -
     return jax.tree.map(lambda b, m: b.at[index].set(m.astype(b.dtype)), buffer, metrics)
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves))
+def _all_finite(*trees: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]
+    return jnp.all(jnp.stack([jnp.array(True), *leaves]))
 
 
 def _stopped(chunk: Chunk, settings: Settings) -> jax.Array:
@@ -100,7 +100,8 @@ def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Call
         s = c.state
         key, subkey = jax.random.split(s.key)
         (loss, metrics), grads = executor.loss_and_grad(s.w, data, subkey, settings.λ, settings.α)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
+        new_w, new_opt_state = optimiser.update(grads, s.opt_state, s.w, s.count)
+        finite = jnp.isfinite(loss) & _all_finite(new_w, new_opt_state)
         monitored = metrics.detF
         val_metrics = c.val_metrics
         if validate:
@@ -109,9 +110,8 @@ def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Call
             monitored = current_val.detF
             val_metrics = _record(val_metrics, c.n_recorded, current_val)
         improved = finite & (monitored > s.max_detF)
-        new_w, new_opt_state = optimiser.update(grads, s.opt_state, s.w, s.count)
 
-        def if_finite(new, old):  # a non-finite step changes nothing but the flag
+        def if_finite(new, old):  # a step to a non-finite loss or state changes nothing but the flag
             return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
 
         state = FitState(
@@ -164,8 +164,9 @@ class Outcome(NamedTuple):
 def _progress_postfix(history: dict[str, list], patience_count: int) -> dict[str, str]:
     postfix = {"patience": str(patience_count)}
     for name in ("detF", "detC", "detinvC", "Λ2", "r", "val_detF"):
-        if history.get(name):
-            postfix[name] = f"{history[name][-1][-1]:.3g}"
+        recorded = [part for part in history.get(name, []) if len(part)]
+        if recorded:
+            postfix[name] = f"{recorded[-1][-1]:.3g}"
     return postfix
 
 

@@ -25,30 +25,36 @@ def _is_iterator_list(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, Iterator) for v in value)
 
 
+STORED = ("fiducial", "derivative", "validation_fiducial", "validation_derivative")
+ITERATORS = ("main", "remaining", "validation_main", "validation_remaining")
+
+
 def _source_kind(given: dict[str, bool], δθ: Any) -> str:
+    stored = [name for name in STORED if given[name]]
+    iterators = [name for name in ITERATORS if given[name]]
+    named = ", ".join(f"`{name}`" for name in stored + iterators)
     if given["simulator"]:
-        clashing = [name for name, is_given in given.items() if is_given and name != "simulator"]
-        if clashing:
-            raise ValueError(f"give either `simulator` or stored simulations, not both (also given: {clashing})")
+        if stored or iterators:
+            raise ValueError(f"give either `simulator` or stored simulations, not both (also given: {named})")
         if δθ is not None:
             raise ValueError("`δθ` is only for numerical derivatives of stored simulations, not with `simulator`")
         return "simulator"
-    if given["main"] or given["remaining"] or given["validation_main"] or given["validation_remaining"]:
-        if given["fiducial"] or given["derivative"] or given["validation_fiducial"] or given["validation_derivative"]:
-            raise ValueError("give either `main`/`remaining` iterators or `fiducial`/`derivative`, not both")
+    if stored and iterators:
+        raise ValueError(
+            f"give either `main`/`remaining` iterators or `fiducial`/`derivative`, not both (given: {named})"
+        )
+    if iterators:
         if not given["main"]:
             raise ValueError("`main` (the iterators of simulations with derivatives) is required with `remaining`")
         if δθ is not None:
             raise ValueError(
-                "`δθ` is not used with `main`/`remaining`: numerical derivatives take `fiducial`/`derivative`"
+                "`δθ` is not used with `main`/`remaining`: numerical derivatives use `fiducial`/`derivative`"
             )
         return "gradient"
     if given["fiducial"] != given["derivative"]:
         raise ValueError("`fiducial` and `derivative` must be given together")
     if not given["fiducial"]:
         raise ValueError("give `simulator`, or `fiducial` and `derivative` (with `δθ` for numerical derivatives)")
-    if given["validation_main"] or given["validation_remaining"]:
-        raise ValueError("`validation_main`/`validation_remaining` go with `main`, not with `fiducial`")
     return "numerical" if δθ is not None else "gradient"
 
 

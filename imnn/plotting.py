@@ -76,10 +76,8 @@ def plot_history(
     ax[2].set_xlabel("iteration")
     for axis in ax[:2]:
         axis.legend(frameon=False, ncol=ncol, fontsize="small")
-    handles, labels = (
-        sum(pair, []) for pair in zip(ax[2].get_legend_handles_labels(), twin.get_legend_handles_labels())
-    )
-    ax[2].legend(handles, labels, frameon=False, ncol=ncol, fontsize="small")
+    (left, left_labels), (right, right_labels) = ax[2].get_legend_handles_labels(), twin.get_legend_handles_labels()
+    ax[2].legend(left + right, left_labels + right_labels, frameon=False, ncol=ncol, fontsize="small")
     if filename is not None:
         ax[0].figure.savefig(filename, bbox_inches="tight")
     return ax

@@ -181,8 +181,17 @@ def test_optimiser_not_an_optimiser(kind, optimiser, sims):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "key_or_state",
-    [lambda: 0, lambda: 1.5, lambda: "key", lambda: None, lambda: jnp.zeros(3, jnp.uint32), lambda: jnp.zeros(2)],
-    ids=["int", "float", "string", "None", "uint32[3]", "float[2]"],
+    [
+        lambda: 0,
+        lambda: 1.5,
+        lambda: "key",
+        lambda: None,
+        lambda: jnp.zeros(3, jnp.uint32),
+        lambda: jnp.zeros(2),
+        lambda: jax.random.split(jax.random.key(0)),
+        lambda: jax.random.split(jax.random.PRNGKey(0)),
+    ],
+    ids=["int", "float", "string", "None", "uint32[3]", "float[2]", "split-keys", "split-old-keys"],
 )
 def test_key_or_state_not_a_key(kind, key_or_state, sims):
     with pytest.raises(TypeError, match="`key_or_state`"):
@@ -463,10 +472,24 @@ def test_loss_turns_nan_mid_fit(validation, sims):
     assert all_finite(model.state.params)
 
 
-def test_huge_learning_rate(sims):
-    model = build("gradient", sims, common_overrides=dict(optimiser=optax.sgd(1e4)))
+def test_fit_again_after_nan(sims):
+    """Calling ``fit`` again after a NaN stop (the next loss is NaN at once) warns again and changes nothing."""
+    model = build("gradient", sims, common_overrides=dict(optimiser=blow_up_at(3, 1e30)))
     with pytest.warns(UserWarning, match="non-finite"):
         model.fit(**FIT, max_iterations=50)
+    best_w = model.best_w
+    with pytest.warns(UserWarning, match="non-finite"):
+        model.fit(**FIT, max_iterations=50)
+    check_after_nan(model, 4)
+    for a, b in zip(jax.tree.leaves(model.best_w), jax.tree.leaves(best_w)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("print_rate", [None, 1])  # 1: the NaN falls on the first iteration of a chunk
+def test_huge_learning_rate(print_rate, sims):
+    model = build("gradient", sims, common_overrides=dict(optimiser=optax.sgd(1e4)))
+    with pytest.warns(UserWarning, match="non-finite"):
+        model.fit(**FIT, max_iterations=50, print_rate=print_rate)
     n = len(model.history["detF"])
     assert 1 <= n < 50
     check_after_nan(model, n)
@@ -491,3 +514,18 @@ def test_nan_weights_mid_fit_keep_last_good_state(sims):
     assert int(model.state.count) == n
     assert all_finite(model.state.params), "the optimiser state to resume from holds NaN weights"
     assert all_finite(model.final_w), "`final_w` holds NaN weights"
+
+
+def test_loss_nan_from_the_first_iteration(sims):
+    """A network that outputs NaN: the fit stops at once, with an empty history and the initial weights."""
+    init_fn, apply_fn = stax_model()
+    model = build("gradient", sims, common_overrides=dict(model=(init_fn, lambda w, d: apply_fn(w, d) * jnp.nan)))
+    with pytest.warns(UserWarning) as record:
+        model.fit(**FIT, max_iterations=50)
+    assert any("non-finite" in str(warning.message) for warning in record)
+    assert int(model.state.count) == 0
+    for name in ("detF", "detC", "detinvC", "Λ2", "r"):
+        assert len(model.history[name]) == 0
+    assert model.history["max_detF"] == -np.inf
+    for a, b in zip(jax.tree.leaves(model.w), jax.tree.leaves(model.initial_w)):
+        np.testing.assert_array_equal(a, b)

@@ -317,7 +317,7 @@ def test_key_decides_stax_weights(sims):
     assert leaves_equal(model.initial_w, params)
 
 
-@pytest.mark.parametrize("kind", ["simulator", "gradient"])
+@pytest.mark.parametrize("kind", ["simulator"])  # gradient: test_previous_state_resumes_optimiser
 def test_previous_state_gives_same_weights(kind, sims):
     first = imnn.IMNN(**common(), **source_kwargs(kind, sims))
     rng = jax.random.key(7) if kind == "simulator" else None
@@ -428,8 +428,8 @@ def test_gradient_summaries_chain_rule(sims):
 
 @pytest.mark.parametrize(
     "optimiser",
-    [lambda: optax.sgd(1e-3), lambda: optimizers.adam(1e-3), lambda: optimizers.sgd(1e-3)],
-    ids=["optax.sgd", "example_libraries.adam", "example_libraries.sgd"],
+    [lambda: optax.sgd(1e-3), lambda: optimizers.sgd(1e-3)],  # the Adams: test_previous_state_resumes_optimiser
+    ids=["optax.sgd", "example_libraries.sgd"],
 )
 def test_optimisers_fit(optimiser, sims):
     model = imnn.IMNN(**common(optimiser=optimiser()), **source_kwargs("gradient", sims))

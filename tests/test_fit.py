@@ -175,3 +175,24 @@ def test_estimates_for_single_and_batched_multidimensional_inputs():
     batched = model.get_estimate(batch)
     assert batched.shape == (4, 2)
     np.testing.assert_allclose(model.get_estimate(batch[1]), batched[1], rtol=1e-5, atol=1e-6)
+
+
+def test_single_parameter_single_summary_fit_reaches_analytic_fisher():
+    # Mean of 10 unit-variance draws: F = 10, and the sample mean is sufficient.
+    def simulator(key, θ):
+        return θ[0] + jax.random.normal(key, (10,))
+
+    network = stax.serial(stax.Dense(32), stax.Tanh, stax.Dense(1))
+    common = dict(n_params=1, n_summaries=1, input_shape=(10,), θ_fid=jnp.array([0.0]), model=network)
+    model = imnn.SimulatorIMNN(
+        n_s=200, n_d=200, **common, optimiser=optax.adam(1e-3), key_or_state=jax.random.key(0),
+        simulator=simulator, verbose=False,
+    )  # fmt: skip
+    model.fit(1.0, 0.1, rng=jax.random.key(1), min_iterations=300, max_iterations=300)
+    check = imnn.SimulatorIMNN(
+        n_s=N_EVALUATION, n_d=N_EVALUATION, **common, optimiser=optax.adam(1e-3), key_or_state=model.state,
+        simulator=simulator, verbose=False,
+    )  # fmt: skip
+    check.set_F_statistics(model.w, key=jax.random.key(2))
+    assert check.F.shape == (1, 1) and check.C.shape == (1, 1)
+    assert 0.9 * 10 <= float(check.F[0, 0]) <= 1.05 * 10
