@@ -86,13 +86,17 @@ def array(name: str, value: Any, shape: tuple[int, ...]) -> jax.Array:
 
 
 def key(name: str, value: Any) -> jax.Array:
-    """A PRNG key, new-style (``jax.random.key``) or old-style (``jax.random.PRNGKey``)."""
+    """A PRNG key, new-style (``jax.random.key``) or old-style (``jax.random.PRNGKey``).
+
+    Old-style keys are wrapped as typed keys (same random numbers), so switching
+    style between calls does not recompile.
+    """
     if not is_prng_key(value):
         raise TypeError(
             f"`{name}` should be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)) "
             f"but is {type(value).__name__} {_shape_of(value)}"
         )
-    return value
+    return value if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(value)
 
 
 def output_shape(name: str, fn: Any, args: tuple, expected: tuple[int, ...], what: str) -> None:

@@ -64,6 +64,10 @@ def _empty_history(validate: bool) -> History:
     return history
 
 
+def _with_inverse_F(stats: fisher.FisherStatistics) -> tuple[fisher.FisherStatistics, jax.Array]:
+    return stats, jnp.linalg.inv(stats.F)
+
+
 class IMNNBase:
     """Shared implementation of the IMNN classes; construct one of those instead.
 
@@ -130,7 +134,7 @@ class IMNNBase:
         run = executor(summarise, apply)
         # Closures over static configuration, jitted once per model (never bound methods).
         self._chunk = jax.jit(engine.make_chunk(run, self._optimiser, validation_data is not None))
-        self._statistics = jax.jit(run.statistics)
+        self._statistics = jax.jit(lambda w, data, key: _with_inverse_F(run.statistics(w, data, key)))
         self._summaries = jax.jit(functools.partial(summarise, apply))
         self._estimate = jax.jit(lambda w, d, stats: fisher.estimate(jax.vmap(apply, (None, 0))(w, d), stats, θ_fid))
 
@@ -232,15 +236,16 @@ class IMNNBase:
             validate: use the validation set when there is one.
         """
         w = self.w if w is None else w
-        stats = self._statistics(w, self._data_for(validate), self._key_for(key))
-        if not bool(jnp.all(jnp.isfinite(stats.F))) or float(jnp.linalg.det(stats.F)) <= 0:
+        stats, invF = self._statistics(w, self._data_for(validate), self._key_for(key))
+        F = np.asarray(stats.F)
+        if not np.all(np.isfinite(F)) or np.linalg.det(F) <= 0:
             warnings.warn(
                 "the Fisher matrix is singular or not finite at these weights: estimates will not be meaningful",
                 stacklevel=2,
             )
         self.w = w
         self.F, self.C, self.invC, self.dμ_dθ, self.μ = stats
-        self.invF = jnp.linalg.inv(stats.F)
+        self.invF = invF
         return self
 
     def get_summaries(self, w: Any = None, key: jax.Array | None = None, validate: bool = False):

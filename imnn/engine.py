@@ -197,6 +197,7 @@ def run(
         An :class:`Outcome` whose history holds one entry per finished iteration.
     """
     history: dict[str, list] = {}
+    host_settings = jax.device_get(settings)  # the stop test between chunks runs in numpy
     iteration, patience_count, reason = 0, 0, "max_iterations"
     n_steps = min(print_rate or 10, BUFFER_SIZE)
     bar = tqdm(total=max_iterations, disable=print_rate is None, leave=True)
@@ -222,7 +223,7 @@ def run(
             if bool(out.nonfinite):
                 reason = "nonfinite"
                 break
-            if bool(_stopped(out, settings)):
+            if bool(_stopped(out, host_settings)):
                 reason = "converged" if iteration < max_iterations else "max_iterations"
                 break
             if print_rate is None:

@@ -7,6 +7,7 @@ estimates with :meth:`get_estimate` and plots with :meth:`plot` (all from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -73,8 +74,8 @@ class SimulatorIMNN(IMNNBase):
         optimiser: ``optax.GradientTransformation`` or ``jax.example_libraries.optimizers`` triple.
         key_or_state: PRNG key for the weights, or a previous ``state``.
         simulator: ``simulator(key, θ: float(n_params)) -> float(*input_shape)``.
-        derivative_mode: ``"forward"``, ``"reverse"`` or ``"auto"`` (forward unless
-            ``n_params > n_summaries``) differentiation of ``model∘simulator``.
+        derivative_mode: ``"forward"``, ``"reverse"`` or ``"auto"`` (the mode needing fewer
+            network passes; see :func:`imnn.sources.simulator_mode`) to differentiate ``model∘simulator``.
         verbose: print a one-line summary after each fit.
     """
 
@@ -101,7 +102,8 @@ class SimulatorIMNN(IMNNBase):
         θ = _checks.vector("θ_fid", θ_fid, _checks.positive_int("n_params", n_params))
         shape = _checks.input_shape(input_shape)
         _checks.output_shape("simulator", simulator, (jax.random.key(0), θ), shape, "a key and `θ_fid`")
-        mode = sources.simulator_mode(derivative_mode, n_params, _checks.positive_int("n_summaries", n_summaries))
+        n_summaries = _checks.positive_int("n_summaries", n_summaries)
+        mode = sources.simulator_mode(derivative_mode, n_params, n_summaries, math.prod(shape))
         super().__init__(
             n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
             θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
