@@ -13,22 +13,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import (
+    FIT,
+    INPUT_SHAPE,
+    KINDS,
+    N_D,
+    N_PARAMS,
+    N_S,
+    N_SUMMARIES,
+    PROBLEM,
+    STORED,
+    common,
+    source_kwargs,
+    stax_model,
+)
 from jax.example_libraries import optimizers, stax
 
 import imnn
-from imnn.problems import GaussianMeanVariance
-
-N_S, N_D, N_PARAMS, N_SUMMARIES = 100, 50, 2, 2
-PROBLEM = GaussianMeanVariance(n_data=10)
-INPUT_SHAPE = PROBLEM.input_shape
-θ_FID = jnp.array(PROBLEM.θ_fid)
-FIT = dict(λ=10.0, ϵ=0.1, min_iterations=0)
-KINDS = ["simulator", "gradient", "numerical"]
-STORED = ["gradient", "numerical"]
-
-
-def stax_model(n_out=N_SUMMARIES):
-    return stax.serial(stax.Dense(8), stax.LeakyRelu, stax.Dense(n_out))
 
 
 @pytest.fixture(scope="module")
@@ -36,29 +37,8 @@ def sims():
     return PROBLEM.simulations(jax.random.key(1), N_S, N_D)
 
 
-def common(**overrides):
-    kwargs = dict(
-        n_s=N_S, n_d=N_D, n_params=N_PARAMS, n_summaries=N_SUMMARIES, input_shape=INPUT_SHAPE,
-        θ_fid=θ_FID, model=stax_model(), optimiser=optax.adam(1e-3),
-        key_or_state=jax.random.key(0), verbose=False,
-    )  # fmt: skip
-    kwargs.update(overrides)
-    return kwargs
-
-
 def data(kind, sims, validation=False, **overrides):
-    """Data arguments of a ``"simulator"``, ``"gradient"`` or ``"numerical"`` IMNN."""
-    if kind == "simulator":
-        kwargs = dict(simulator=PROBLEM.simulator)
-    else:
-        derivative = sims.derivative if kind == "gradient" else sims.numerical_derivative
-        kwargs = dict(fiducial=sims.fiducial, derivative=derivative)
-        if kind == "numerical":
-            kwargs["δθ"] = sims.δθ
-        if validation:
-            kwargs.update(validation_fiducial=sims.fiducial, validation_derivative=derivative)
-    kwargs.update(overrides)
-    return kwargs
+    return source_kwargs(kind, sims, sims if validation else None, **overrides)
 
 
 def build(kind, sims, validation=False, common_overrides=None, **overrides):

@@ -14,20 +14,10 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.example_libraries import optimizers, stax
+from helpers import FIT, INPUT_SHAPE, N_D, N_PARAMS, N_S, N_SUMMARIES, PROBLEM, common, source_kwargs, stax_model, θ_FID
+from jax.example_libraries import optimizers
 
 import imnn
-from imnn.problems import GaussianMeanVariance
-
-N_S, N_D, N_PARAMS, N_SUMMARIES = 100, 50, 2, 2
-PROBLEM = GaussianMeanVariance(n_data=10)
-INPUT_SHAPE = PROBLEM.input_shape
-θ_FID = jnp.array(PROBLEM.θ_fid)
-FIT = dict(λ=10.0, ϵ=0.1, min_iterations=0)
-
-
-def stax_model():
-    return stax.serial(stax.Dense(8), stax.LeakyRelu, stax.Dense(N_SUMMARIES))
 
 
 @pytest.fixture(scope="module")
@@ -38,33 +28,6 @@ def sims():
 @pytest.fixture(scope="module")
 def validation_sims():
     return PROBLEM.simulations(jax.random.key(2), N_S, N_D)
-
-
-def common(**overrides):
-    """The arguments every IMNN takes, with a stax model and optax Adam."""
-    kwargs = dict(
-        n_s=N_S, n_d=N_D, n_params=N_PARAMS, n_summaries=N_SUMMARIES, input_shape=INPUT_SHAPE,
-        θ_fid=θ_FID, model=stax_model(), optimiser=optax.adam(1e-3),
-        key_or_state=jax.random.key(0), verbose=False,
-    )  # fmt: skip
-    kwargs.update(overrides)
-    return kwargs
-
-
-def source_kwargs(kind, sims, validation_sims=None):
-    """Data arguments for a ``"simulator"``, ``"gradient"`` or ``"numerical"`` IMNN."""
-    if kind == "simulator":
-        return dict(simulator=PROBLEM.simulator)
-    derivative = sims.derivative if kind == "gradient" else sims.numerical_derivative
-    kwargs = dict(fiducial=sims.fiducial, derivative=derivative)
-    if kind == "numerical":
-        kwargs["δθ"] = sims.δθ
-    if validation_sims is not None:
-        kwargs["validation_fiducial"] = validation_sims.fiducial
-        kwargs["validation_derivative"] = (
-            validation_sims.derivative if kind == "gradient" else validation_sims.numerical_derivative
-        )
-    return kwargs
 
 
 def leaves_equal(a, b):
