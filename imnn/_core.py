@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _checks, engine, executors, fisher, plotting
 from .adapters import OptimiserState, as_network, as_optimiser, initial_state
-from .sources import Summarise
+from .sources import Source, summarise
 
 ASCII_ALIASES = {
     "theta_fid": "θ_fid",
@@ -95,11 +95,11 @@ class IMNNBase:
         model: Any,
         optimiser: Any,
         key_or_state: Any,
-        summarise: Summarise,
+        source: Source,
         data: Any,
         validation_data: Any = None,
         needs_key: bool = False,
-        executor: Callable[[Summarise, Callable], executors.Executor] = executors.in_memory,
+        executor: Callable[[Source, Callable], executors.Executor] = executors.in_memory,
         verbose: bool = True,
     ):
         self.n_s = _checks.positive_int("n_s", n_s)
@@ -131,11 +131,11 @@ class IMNNBase:
         self.F = self.invF = self.C = self.invC = self.μ = self.dμ_dθ = None
 
         apply, θ_fid = self._network.apply, self.θ_fid
-        run = executor(summarise, apply)
+        run = executor(source, apply)
         # Closures over static configuration, jitted once per model (never bound methods).
         self._chunk = jax.jit(engine.make_chunk(run, self._optimiser, validation_data is not None))
         self._statistics = jax.jit(lambda w, data, key: _with_inverse_F(run.statistics(w, data, key)))
-        self._summaries = jax.jit(functools.partial(summarise, apply))
+        self._summaries = jax.jit(functools.partial(summarise, source, apply))
         self._estimate = jax.jit(lambda w, d, stats: fisher.estimate(jax.vmap(apply, (None, 0))(w, d), stats, θ_fid))
 
     # ---------------------------------------------------------------- fitting

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 
 from . import fisher
-from .sources import Summarise
+from .sources import Source, summarise
 
 
 class Executor(NamedTuple):
@@ -28,14 +28,14 @@ class Executor(NamedTuple):
     statistics: Callable[[Any, Any, jax.Array], fisher.FisherStatistics]
 
 
-def in_memory(summarise: Summarise, apply: Callable) -> Executor:
+def in_memory(source: Source, apply: Callable) -> Executor:
     """All simulations through the network at once, differentiated with ``jax.value_and_grad``."""
 
     def loss(w, data, key, λ, α):
-        x, dx_dθ = summarise(apply, w, data, key)
+        x, dx_dθ = summarise(source, apply, w, data, key)
         return fisher.loss(x, dx_dθ, λ, α)
 
     def statistics(w, data, key):
-        return fisher.statistics(*summarise(apply, w, data, key))
+        return fisher.statistics(*summarise(source, apply, w, data, key))
 
     return Executor(loss_and_grad=jax.value_and_grad(loss, has_aux=True), statistics=statistics)

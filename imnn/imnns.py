@@ -107,7 +107,7 @@ class SimulatorIMNN(IMNNBase):
         super().__init__(
             n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
             θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
-            summarise=sources.simulator(simulator, θ, n_s, n_d, mode), data=None,
+            source=sources.simulator(simulator, θ, n_s, n_d, mode), data=None,
             needs_key=True, verbose=verbose,
         )  # fmt: skip
         self.simulator = simulator
@@ -154,7 +154,7 @@ class GradientIMNN(IMNNBase):
         super().__init__(
             n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
             θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
-            summarise=sources.gradient(n_d), data=data, validation_data=validation, verbose=verbose,
+            source=sources.gradient(n_d), data=data, validation_data=validation, verbose=verbose,
         )  # fmt: skip
 
 
@@ -203,7 +203,7 @@ class NumericalGradientIMNN(IMNNBase):
         super().__init__(
             n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
             θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
-            summarise=sources.numerical(δθ), data=data, validation_data=validation, verbose=verbose,
+            source=sources.numerical(δθ, n_d), data=data, validation_data=validation, verbose=verbose,
         )  # fmt: skip
         self.δθ = δθ
 

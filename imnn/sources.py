@@ -1,28 +1,44 @@
 """Summary sources: how summaries and their θ-derivatives are produced from weights.
 
-Every source is a pure function
+A :class:`Source` describes one simulation at a time:
 
-    summarise(apply, w, data, key) -> (x: float(n_s, n_summaries),
-                                       dx_dθ: float(n_d, n_summaries, n_params))
+- ``split(data, key) -> (with_items, without_items)``: the per-simulation inputs
+  (pytrees with leading axes ``n_d`` and ``n_s − n_d``) of the simulations that
+  carry derivatives and of those that do not;
+- ``with_derivative(apply, w, item) -> (x: float(n_summaries), dx_dθ: float(n_summaries, n_params))``;
+- ``without_derivative(apply, w, item) -> x: float(n_summaries)``.
 
-where ``apply(w, d)`` is the network on ONE simulation, ``data`` the arrays the
-source reads (``None`` for a simulator) and ``key`` a PRNG key (ignored by the
-array-based sources). Only the first ``n_d`` simulations carry derivatives.
-Executors decide where and in what pieces a source is evaluated.
+``apply(w, d)`` is the network on ONE simulation. Executors decide how the
+items are grouped: all at once (:func:`summarise`), or in batches across devices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from .utils import value_and_jacrev, value_and_jvps
 
-Summarise = Callable[[Callable, Any, Any, jax.Array], tuple[jax.Array, jax.Array]]
 DerivativeMode = Literal["auto", "forward", "reverse"]
+
+
+class Source(NamedTuple):
+    """Per-simulation description of where summaries and their derivatives come from."""
+
+    split: Callable[[Any, jax.Array], tuple[Any, Any]]
+    with_derivative: Callable[[Callable, Any, Any], tuple[jax.Array, jax.Array]]
+    without_derivative: Callable[[Callable, Any, Any], jax.Array]
+
+
+def summarise(source: Source, apply: Callable, w: Any, data: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """All summaries at once: ``(x: float(n_s, n_summaries), dx_dθ: float(n_d, n_summaries, n_params))``."""
+    with_items, without_items = source.split(data, key)
+    x_d, dx_dθ = jax.vmap(source.with_derivative, (None, None, 0))(apply, w, with_items)
+    x_rest = jax.vmap(source.without_derivative, (None, None, 0))(apply, w, without_items)
+    return jnp.concatenate([x_d, x_rest]), dx_dθ
 
 
 SMALL_INPUT = 100  # below this many numbers per simulation, reverse mode wins ties (CPU timings)
@@ -50,14 +66,18 @@ def simulator(
     n_s: int,
     n_d: int,
     mode: str = "forward",
-) -> Summarise:
-    """Summaries of ``n_s`` fresh simulations, derivatives of ``model∘simulator`` for the first ``n_d``.
+) -> Source:
+    """Fresh simulations: ``key`` is split into ``n_s`` simulation keys (the items).
 
-    ``key`` is split into ``n_s`` simulation keys; the same key always gives the
-    same simulations, which is what lets a second pass regenerate them.
+    ``dx/dθ`` differentiates ``model∘simulator`` at ``θ_fid``. The same key gives
+    the same simulations, so a second pass can regenerate them instead of storing them.
     """
 
-    def summary_and_derivative(apply, w, key):
+    def split(data, key):
+        keys = jax.random.split(key, n_s)
+        return keys[:n_d], keys[n_d:]
+
+    def with_derivative(apply, w, key):
         def summary_at(θ):
             return apply(w, simulator_fn(key, θ))
 
@@ -65,38 +85,41 @@ def simulator(
             return value_and_jacrev(summary_at)(θ_fid)
         return value_and_jvps(summary_at, θ_fid, jnp.eye(θ_fid.shape[0], dtype=θ_fid.dtype))
 
-    def summarise(apply, w, data, key):
-        keys = jax.random.split(key, n_s)
-        x_d, dx_dθ = jax.vmap(summary_and_derivative, (None, None, 0))(apply, w, keys[:n_d])
-        x_rest = jax.vmap(lambda k: apply(w, simulator_fn(k, θ_fid)))(keys[n_d:])
-        return jnp.concatenate([x_d, x_rest]), dx_dθ
+    def without_derivative(apply, w, key):
+        return apply(w, simulator_fn(key, θ_fid))
 
-    return summarise
+    return Source(split, with_derivative, without_derivative)
 
 
-def gradient(n_d: int) -> Summarise:
-    """Summaries of stored simulations; derivatives by the chain rule through stored ``dd/dθ``.
+def _stored_split(n_d: int) -> Callable[[Any, jax.Array], tuple[Any, Any]]:
+    def split(data, key):
+        fiducial, derivative = data
+        return (fiducial[:n_d], derivative), fiducial[n_d:]
+
+    return split
+
+
+def _apply_to_item(apply, w, d):
+    return apply(w, d)
+
+
+def gradient(n_d: int) -> Source:
+    """Stored simulations; derivatives by the chain rule through stored ``dd/dθ``.
 
     ``data = (fiducial: float(n_s, *input_shape), derivative: float(n_d, *input_shape, n_params))``.
     ``dx/dθ = (∂x/∂d) · (dd/dθ)`` is one JVP of the network per parameter column,
     so the ``n_summaries × input_size`` Jacobian is never formed.
     """
 
-    def summarise(apply, w, data, key):
-        fiducial, derivative = data
+    def with_derivative(apply, w, item):
+        d, dd_dθ = item
+        return value_and_jvps(lambda d: apply(w, d), d, dd_dθ)
 
-        def summary_and_derivative(d, dd_dθ):
-            return value_and_jvps(lambda d: apply(w, d), d, dd_dθ)
-
-        x_d, dx_dθ = jax.vmap(summary_and_derivative)(fiducial[:n_d], derivative)
-        x_rest = jax.vmap(apply, (None, 0))(w, fiducial[n_d:])
-        return jnp.concatenate([x_d, x_rest]), dx_dθ
-
-    return summarise
+    return Source(_stored_split(n_d), with_derivative, _apply_to_item)
 
 
-def numerical(δθ: jax.Array) -> Summarise:
-    """Summaries of stored simulations; derivatives by finite differences of seed-matched ones.
+def numerical(δθ: jax.Array, n_d: int) -> Source:
+    """Stored simulations; derivatives by finite differences of seed-matched ones.
 
     ``data = (fiducial: float(n_s, *input_shape),
     derivative: float(n_d, 2, n_params, *input_shape))`` where ``[:, 0]`` is
@@ -104,13 +127,11 @@ def numerical(δθ: jax.Array) -> Summarise:
     parameter at a time, with the seed of the matching fiducial simulation.
     """
 
-    def summarise(apply, w, data, key):
-        fiducial, derivative = data
-        n_d, _, n_params = derivative.shape[:3]
-        x = jax.vmap(apply, (None, 0))(w, fiducial)
-        flat = derivative.reshape((-1, *derivative.shape[3:]))
-        x_pm = jax.vmap(apply, (None, 0))(w, flat).reshape(n_d, 2, n_params, -1)
-        dx_dθ = jnp.swapaxes(x_pm[:, 1] - x_pm[:, 0], 1, 2) / δθ
-        return x, dx_dθ
+    def with_derivative(apply, w, item):
+        d, below_above = item  # below_above: float(2, n_params, *input_shape)
+        n_params = below_above.shape[1]
+        flat = below_above.reshape((2 * n_params, *below_above.shape[2:]))
+        x_pm = jax.vmap(apply, (None, 0))(w, flat).reshape(2, n_params, -1)
+        return apply(w, d), (x_pm[1] - x_pm[0]).T / δθ
 
-    return summarise
+    return Source(_stored_split(n_d), with_derivative, _apply_to_item)

@@ -24,7 +24,7 @@ def explicit_derivatives(d, dd_dθ):
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
 def test_simulator_source_matches_chain_rule_in_both_modes(mode):
     key, n_s, n_d = jax.random.key(1), 50, 20
-    x, dx = sources.simulator(PROBLEM.simulator, θ_FID, n_s, n_d, mode)(APPLY, W, None, key)
+    x, dx = sources.summarise(sources.simulator(PROBLEM.simulator, θ_FID, n_s, n_d, mode), APPLY, W, None, key)
     keys = jax.random.split(key, n_s)
     sims = jax.vmap(PROBLEM.simulator, (0, None))(keys, θ_FID)
     dd_dθ = jax.vmap(jax.jacfwd(PROBLEM.simulator, 1), (0, None))(keys[:n_d], θ_FID)
@@ -36,8 +36,8 @@ def test_simulator_source_matches_chain_rule_in_both_modes(mode):
 def test_gradient_source_equals_simulator_source_on_the_same_simulations():
     key, n_s, n_d = jax.random.key(2), 40, 15
     stored = PROBLEM.simulations(key, n_s, n_d)
-    x, dx = sources.gradient(n_d)(APPLY, W, (stored.fiducial, stored.derivative), None)
-    x_sim, dx_sim = sources.simulator(PROBLEM.simulator, θ_FID, n_s, n_d)(APPLY, W, None, key)
+    x, dx = sources.summarise(sources.gradient(n_d), APPLY, W, (stored.fiducial, stored.derivative), None)
+    x_sim, dx_sim = sources.summarise(sources.simulator(PROBLEM.simulator, θ_FID, n_s, n_d), APPLY, W, None, key)
     np.testing.assert_allclose(x, x_sim, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dx, dx_sim, rtol=1e-4, atol=1e-6)
 
@@ -45,8 +45,10 @@ def test_gradient_source_equals_simulator_source_on_the_same_simulations():
 def test_numerical_source_approaches_the_exact_derivative():
     key, n_s, n_d = jax.random.key(3), 40, 15
     stored = PROBLEM.simulations(key, n_s, n_d, δθ=(1e-2, 1e-2))
-    x, dx = sources.numerical(stored.δθ)(APPLY, W, (stored.fiducial, stored.numerical_derivative), None)
-    exact = sources.gradient(n_d)(APPLY, W, (stored.fiducial, stored.derivative), None)[1]
+    x, dx = sources.summarise(
+        sources.numerical(stored.δθ, n_d), APPLY, W, (stored.fiducial, stored.numerical_derivative), None
+    )
+    exact = sources.summarise(sources.gradient(n_d), APPLY, W, (stored.fiducial, stored.derivative), None)[1]
     np.testing.assert_allclose(x, jax.vmap(APPLY, (None, 0))(W, stored.fiducial), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dx, exact, rtol=5e-2, atol=5e-3)
 
