@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _checks, engine, executors, fisher, plotting
 from .adapters import OptimiserState, as_network, as_optimiser, initial_state
-from .sources import Source, summarise
+from .sources import Source
 
 ASCII_ALIASES = {
     "theta_fid": "θ_fid",
@@ -85,7 +85,6 @@ class IMNNBase:
 
     def __init__(
         self,
-        *,
         n_s: int,
         n_d: int,
         n_params: int,
@@ -95,6 +94,7 @@ class IMNNBase:
         model: Any,
         optimiser: Any,
         key_or_state: Any,
+        *,
         source: Source,
         data: Any,
         validation_data: Any = None,
@@ -116,8 +116,6 @@ class IMNNBase:
         self.θ_fid = _checks.vector("θ_fid", θ_fid, self.n_params)
         self.verbose = bool(verbose)
         self._needs_key = needs_key
-        self._data = data
-        self._validation_data = validation_data
 
         self._network = as_network(model, self.input_shape)
         self._optimiser = as_optimiser(optimiser)
@@ -132,10 +130,13 @@ class IMNNBase:
 
         apply, θ_fid = self._network.apply, self.θ_fid
         run = executor(source, apply)
+        self._place = run.place
+        self._data = run.prepare(data)
+        self._validation_data = None if validation_data is None else run.prepare(validation_data)
         # Closures over static configuration, jitted once per model (never bound methods).
         self._chunk = jax.jit(engine.make_chunk(run, self._optimiser, validation_data is not None))
-        self._statistics = jax.jit(lambda w, data, key: _with_inverse_F(run.statistics(w, data, key)))
-        self._summaries = jax.jit(functools.partial(summarise, source, apply))
+        self._statistics = jax.jit(lambda w, data, key: _with_inverse_F(executors.statistics(run, w, data, key)))
+        self._summaries = jax.jit(run.summaries)
         self._estimate = jax.jit(lambda w, d, stats: fisher.estimate(jax.vmap(apply, (None, 0))(w, d), stats, θ_fid))
 
     # ---------------------------------------------------------------- fitting
@@ -185,13 +186,15 @@ class IMNNBase:
             min_iterations=jnp.int32(_checks.non_negative_int("min_iterations", min_iterations)),
             max_iterations=jnp.int32(_checks.non_negative_int("max_iterations", max_iterations)),
         )
-        start = engine.FitState(
-            w=self.state.params,
-            opt_state=self.state.opt_state,
-            count=self.state.count,
-            best_w=self.best_w,
-            max_detF=jnp.asarray(self.history["max_detF"], jnp.float32),
-            key=key,
+        start = self._place(
+            engine.FitState(
+                w=self.state.params,
+                opt_state=self.state.opt_state,
+                count=self.state.count,
+                best_w=self.best_w,
+                max_detF=jnp.asarray(self.history["max_detF"], jnp.float32),
+                key=key,
+            )
         )
         outcome = engine.run(
             self._chunk, start, settings, self._data, self._validation_data,
@@ -224,8 +227,8 @@ class IMNNBase:
                 raise ValueError(
                     f"`key` must be a PRNG key: {type(self).__name__} computes statistics on fresh simulations"
                 )
-            return jax.random.key(0)
-        return _checks.key("key", key)
+            return self._place(jax.random.key(0))
+        return self._place(_checks.key("key", key))
 
     def set_F_statistics(self, w: Any = None, key: jax.Array | None = None, validate: bool = True) -> IMNNBase:
         """Set ``F, invF, C, invC, μ, dμ_dθ`` (and ``w``) from the summaries at weights ``w``.

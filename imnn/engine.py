@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import fisher
+from . import executors, fisher
 from .adapters import Optimiser
 from .executors import Executor
 
@@ -105,7 +105,7 @@ def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Call
         monitored = metrics.detF
         val_metrics = c.val_metrics
         if validate:
-            val_stats = executor.statistics(s.w, val_data, subkey)
+            val_stats = executors.statistics(executor, s.w, val_data, subkey)
             current_val = fisher.loss_from_statistics(val_stats, settings.λ, settings.α)[1]
             monitored = current_val.detF
             val_metrics = _record(val_metrics, c.n_recorded, current_val)

@@ -1,17 +1,21 @@
 """Executors: where, and in what pieces, a summary source is evaluated.
 
-An :class:`Executor` gives the fit engine two pure functions of the weights:
+An :class:`Executor` gives the fit engine and the model classes four functions:
 
-- ``loss_and_grad(w, data, key, λ, α) -> ((loss, Metrics), grads)``;
-- ``statistics(w, data, key) -> FisherStatistics``.
+- ``prepare(data) -> data``: lays the user's arrays out once, at construction;
+- ``place(tree) -> tree``: puts weights, optimiser state and keys where the
+  computation runs (replicated over the devices);
+- ``summaries(w, data, key) -> (x: float(n_s, n_summaries), dx_dθ: float(n_d, n_summaries, n_params))``;
+- ``loss_and_grad(w, data, key, λ, α) -> ((loss, Metrics), grads)``.
 
-:func:`in_memory` evaluates the whole source as one computation. Executors
-that split the work into batches or across devices provide the same two
-functions, so the fit engine and the public classes do not change.
+:func:`in_memory` evaluates the whole source as one computation;
+:func:`imnn.aggregation.aggregated` evaluates it in batches across devices.
+The fit engine and the classes do not know which one they use.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,20 +26,33 @@ from .sources import Source, summarise
 
 
 class Executor(NamedTuple):
-    """The two functions of the weights that the fit engine and the classes need."""
+    """The functions of the weights that the fit engine and the classes need."""
 
     loss_and_grad: Callable[..., tuple[tuple[jax.Array, fisher.Metrics], Any]]
-    statistics: Callable[[Any, Any, jax.Array], fisher.FisherStatistics]
+    summaries: Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array]]
+    prepare: Callable[[Any], Any]
+    place: Callable[[Any], Any]
+
+
+def statistics(executor: Executor, w: Any, data: Any, key: jax.Array) -> fisher.FisherStatistics:
+    """Fisher statistics of the summaries at weights ``w``."""
+    return fisher.statistics(*executor.summaries(w, data, key))
+
+
+def _identity(tree: Any) -> Any:
+    return tree
 
 
 def in_memory(source: Source, apply: Callable) -> Executor:
     """All simulations through the network at once, differentiated with ``jax.value_and_grad``."""
+    summaries = functools.partial(summarise, source, apply)
 
     def loss(w, data, key, λ, α):
-        x, dx_dθ = summarise(source, apply, w, data, key)
-        return fisher.loss(x, dx_dθ, λ, α)
+        return fisher.loss(*summaries(w, data, key), λ, α)
 
-    def statistics(w, data, key):
-        return fisher.statistics(*summarise(source, apply, w, data, key))
-
-    return Executor(loss_and_grad=jax.value_and_grad(loss, has_aux=True), statistics=statistics)
+    return Executor(
+        loss_and_grad=jax.value_and_grad(loss, has_aux=True),
+        summaries=summaries,
+        prepare=_identity,
+        place=_identity,
+    )

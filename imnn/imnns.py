@@ -55,6 +55,57 @@ def stored_simulations(
     return check(fiducial, derivative), validation
 
 
+def simulator_source(
+    n_s: int,
+    n_d: int,
+    n_params: int,
+    n_summaries: int,
+    input_shape: tuple[int, ...],
+    θ_fid: Any,
+    simulator: Callable[[jax.Array, jax.Array], jax.Array],
+    derivative_mode: str,
+) -> dict[str, Any]:
+    """The summary source and data of a simulator-based IMNN (checked)."""
+    if not callable(simulator):
+        raise TypeError(f"`simulator` should be a function simulator(key, θ) but is {type(simulator).__name__}")
+    if derivative_mode not in ("auto", "forward", "reverse"):
+        raise ValueError(f"`derivative_mode` (={derivative_mode!r}) must be 'auto', 'forward' or 'reverse'")
+    n_s, n_d = _checks.positive_int("n_s", n_s), _checks.positive_int("n_d", n_d)
+    θ = _checks.vector("θ_fid", θ_fid, _checks.positive_int("n_params", n_params))
+    shape = _checks.input_shape(input_shape)
+    _checks.output_shape("simulator", simulator, (jax.random.key(0), θ), shape, "a key and `θ_fid`")
+    mode = sources.simulator_mode(derivative_mode, θ.shape[0], _checks.positive_int("n_summaries", n_summaries),
+                                  math.prod(shape))  # fmt: skip
+    return dict(source=sources.simulator(simulator, θ, n_s, n_d, mode), data=None, needs_key=True)
+
+
+def gradient_source(
+    n_s: int, n_d: int, n_params: int, input_shape: tuple[int, ...], fiducial: Any, derivative: Any,
+    validation_fiducial: Any = None, validation_derivative: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The summary source and data of a gradient IMNN (checked)."""
+    data, validation = stored_simulations(
+        gradient_layout, n_s, n_d, n_params, input_shape,
+        fiducial, derivative, validation_fiducial, validation_derivative,
+    )  # fmt: skip
+    return dict(source=sources.gradient(n_d), data=data, validation_data=validation)
+
+
+def numerical_source(
+    n_s: int, n_d: int, n_params: int, input_shape: tuple[int, ...], fiducial: Any, derivative: Any, δθ: Any,
+    validation_fiducial: Any = None, validation_derivative: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The summary source, data and checked ``δθ`` of a numerical-gradient IMNN."""
+    δθ = _checks.vector("δθ", δθ, _checks.positive_int("n_params", n_params))
+    if not bool((δθ > 0).all()):
+        raise ValueError(f"`δθ` (={δθ.tolist()}) must be positive")
+    data, validation = stored_simulations(
+        numerical_layout, n_s, n_d, n_params, input_shape,
+        fiducial, derivative, validation_fiducial, validation_derivative,
+    )  # fmt: skip
+    return dict(source=sources.numerical(δθ, n_d), data=data, validation_data=validation, δθ=δθ)
+
+
 class SimulatorIMNN(IMNNBase):
     """IMNN fitted on fresh simulations drawn from ``simulator`` at every iteration.
 
@@ -95,20 +146,10 @@ class SimulatorIMNN(IMNNBase):
         derivative_mode: sources.DerivativeMode = "auto",
         verbose: bool = True,
     ):
-        if not callable(simulator):
-            raise TypeError(f"`simulator` should be a function simulator(key, θ) but is {type(simulator).__name__}")
-        if derivative_mode not in ("auto", "forward", "reverse"):
-            raise ValueError(f"`derivative_mode` (={derivative_mode!r}) must be 'auto', 'forward' or 'reverse'")
-        θ = _checks.vector("θ_fid", θ_fid, _checks.positive_int("n_params", n_params))
-        shape = _checks.input_shape(input_shape)
-        _checks.output_shape("simulator", simulator, (jax.random.key(0), θ), shape, "a key and `θ_fid`")
-        n_summaries = _checks.positive_int("n_summaries", n_summaries)
-        mode = sources.simulator_mode(derivative_mode, n_params, n_summaries, math.prod(shape))
         super().__init__(
-            n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
-            θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
-            source=sources.simulator(simulator, θ, n_s, n_d, mode), data=None,
-            needs_key=True, verbose=verbose,
+            n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state,
+            **simulator_source(n_s, n_d, n_params, n_summaries, input_shape, θ_fid, simulator, derivative_mode),
+            verbose=verbose,
         )  # fmt: skip
         self.simulator = simulator
 
@@ -147,14 +188,11 @@ class GradientIMNN(IMNNBase):
         validation_derivative: Any = None,
         verbose: bool = True,
     ):
-        data, validation = stored_simulations(
-            gradient_layout, n_s, n_d, n_params, input_shape,
-            fiducial, derivative, validation_fiducial, validation_derivative,
-        )  # fmt: skip
         super().__init__(
-            n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
-            θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
-            source=sources.gradient(n_d), data=data, validation_data=validation, verbose=verbose,
+            n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state,
+            **gradient_source(n_s, n_d, n_params, input_shape, fiducial, derivative,
+                              validation_fiducial, validation_derivative),
+            verbose=verbose,
         )  # fmt: skip
 
 
@@ -192,19 +230,13 @@ class NumericalGradientIMNN(IMNNBase):
         validation_derivative: Any = None,
         verbose: bool = True,
     ):
-        δθ = _checks.vector("δθ", δθ, _checks.positive_int("n_params", n_params))
-        if not bool((δθ > 0).all()):
-            raise ValueError(f"`δθ` (={δθ.tolist()}) must be positive")
-
-        data, validation = stored_simulations(
-            numerical_layout, n_s, n_d, n_params, input_shape,
-            fiducial, derivative, validation_fiducial, validation_derivative,
-        )  # fmt: skip
+        parts = numerical_source(
+            n_s, n_d, n_params, input_shape, fiducial, derivative, δθ, validation_fiducial, validation_derivative
+        )
+        self.δθ = parts.pop("δθ")
         super().__init__(
-            n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
-            θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state,
-            source=sources.numerical(δθ, n_d), data=data, validation_data=validation, verbose=verbose,
+            n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state,
+            **parts, verbose=verbose,
         )  # fmt: skip
-        self.δθ = δθ
 
     delta_theta = property(lambda self: self.δθ, doc="ASCII alias of ``δθ``.")

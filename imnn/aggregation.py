@@ -1,0 +1,156 @@
+"""Aggregated execution: batches of ``n_per_device`` simulations on each device, in two passes.
+
+Memory scales with the batch, not with ``n_s``:
+
+1. **pass 1** — summaries and their θ-derivatives of every simulation, a batch at
+   a time (``lax.map``), without weight gradients;
+2. the gradient of the (small) Fisher loss w.r.t. those summaries and derivatives;
+3. **pass 2** — per batch, ``jax.vjp`` of the batch's summaries and derivatives
+   w.r.t. the weights, pulled back with the matching slice of that gradient and
+   summed over batches (``lax.scan``). Simulator batches are regenerated from
+   the same keys rather than stored.
+
+Each batch holds ``n_devices × n_per_device`` simulations laid out across a
+:class:`jax.sharding.Mesh` over ``devices`` (axis ``"batch"``), so XLA runs the
+devices' shares in parallel and sums the weight gradients with a collective;
+the same code serves one CPU, several GPUs and several hosts. Simulation counts
+that do not fill the last batch are padded with repeats of earlier simulations,
+which are dropped after pass 1 and get a zero cotangent in pass 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from . import fisher
+from .executors import Executor
+from .sources import Source
+
+AXIS = "batch"
+
+
+def mesh_over(devices: Sequence[jax.Device]) -> Mesh:
+    """A one-axis mesh (``"batch"``) over ``devices``."""
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def n_batches(n: int, batch_size: int) -> int:
+    """How many batches of ``batch_size`` hold ``n`` simulations (the last one padded)."""
+    return -(-n // batch_size)
+
+
+def to_batches(items: Any, n: int, batch_size: int) -> Any:
+    """Reshape per-simulation items (leading axis ``n``) to ``(n_batches, batch_size, ...)``.
+
+    The last batch is filled by wrapping around to the first simulations; works on
+    numpy and jax arrays alike.
+    """
+    count = n_batches(n, batch_size) * batch_size
+    index = np.arange(count) % max(n, 1)
+
+    def batch(a):
+        return a[index[: count if n else 0]].reshape((-1, batch_size, *a.shape[1:]))
+
+    return jax.tree.map(batch, items)
+
+
+def _pad_cotangent(cotangent: jax.Array, batch_size: int) -> jax.Array:
+    n = cotangent.shape[0]
+    padding = n_batches(n, batch_size) * batch_size - n
+    padded = jnp.concatenate([cotangent, jnp.zeros((padding, *cotangent.shape[1:]), cotangent.dtype)])
+    return padded.reshape((-1, batch_size, *cotangent.shape[1:]))
+
+
+def _unbatch(batched: jax.Array, n: int) -> jax.Array:
+    return batched.reshape((-1, *batched.shape[2:]))[:n]
+
+
+def aggregated(
+    source: Source,
+    apply: Callable,
+    *,
+    devices: Sequence[jax.Device],
+    n_per_device: int,
+    n_s: int,
+    n_d: int,
+) -> Executor:
+    """An :class:`~imnn.executors.Executor` computing in batches across ``devices``.
+
+    ``prepare`` lays stored simulations out as ``(n_batches, n_devices × n_per_device, ...)``
+    sharded along the batch axis, so each device holds only its own share.
+    """
+    mesh = mesh_over(devices)
+    batch_size = len(devices) * n_per_device
+    across = NamedSharding(mesh, P(None, AXIS))
+    replicated = NamedSharding(mesh, P())
+    counts = (n_d, n_s - n_d)
+
+    def shard_batch(items):
+        return jax.lax.with_sharding_constraint(items, NamedSharding(mesh, P(AXIS)))
+
+    def prepare(data):
+        with_items, without_items = source.split(jax.device_get(data), None)
+        batches = tuple(to_batches(items, n, batch_size) for items, n in zip((with_items, without_items), counts))
+        return jax.device_put(batches, across)
+
+    def batches_of(data, key):
+        if data is not None:
+            return data
+        items = source.split(None, key)  # simulator: the keys are made here, inside jit
+        return tuple(
+            jax.lax.with_sharding_constraint(to_batches(i, n, batch_size), across) for i, n in zip(items, counts)
+        )
+
+    def with_derivative(w, items):
+        return jax.vmap(source.with_derivative, (None, None, 0))(apply, w, shard_batch(items))
+
+    def without_derivative(w, items):
+        return jax.vmap(source.without_derivative, (None, None, 0))(apply, w, shard_batch(items))
+
+    def pass_one(w, batches):
+        with_b, without_b = batches
+        x_d, dx_dθ = jax.lax.map(lambda items: with_derivative(w, items), with_b)
+        x_rest = jax.lax.map(lambda items: without_derivative(w, items), without_b)
+        x = jnp.concatenate([_unbatch(x_d, n_d), _unbatch(x_rest, n_s - n_d)])
+        return x, _unbatch(dx_dθ, n_d)
+
+    def pass_two(w, batches, x_cotangent, dx_cotangent):
+        with_b, without_b = batches
+
+        def pull_back(summarise_batch):
+            def step(total, inputs):
+                items, cotangent = inputs
+                _, vjp = jax.vjp(lambda w: summarise_batch(w, items), w)
+                return jax.tree.map(jnp.add, total, vjp(cotangent)[0]), None
+
+            return step
+
+        with_cotangents = (_pad_cotangent(x_cotangent[:n_d], batch_size), _pad_cotangent(dx_cotangent, batch_size))
+        total = jax.tree.map(jnp.zeros_like, w)
+        total, _ = jax.lax.scan(pull_back(with_derivative), total, (with_b, with_cotangents))
+        without_cotangent = _pad_cotangent(x_cotangent[n_d:], batch_size)
+        total, _ = jax.lax.scan(pull_back(without_derivative), total, (without_b, without_cotangent))
+        return total
+
+    def summaries(w, data, key):
+        return pass_one(w, batches_of(data, key))
+
+    def loss_and_grad(w, data, key, λ, α):
+        batches = batches_of(data, key)
+        x, dx_dθ = pass_one(w, batches)
+        (loss, metrics), cotangents = jax.value_and_grad(fisher.loss, argnums=(0, 1), has_aux=True)(x, dx_dθ, λ, α)
+        return (loss, metrics), pass_two(w, batches, *cotangents)
+
+    return Executor(
+        loss_and_grad=loss_and_grad,
+        summaries=summaries,
+        prepare=prepare,
+        place=lambda tree: jax.device_put(tree, replicated),
+    )
