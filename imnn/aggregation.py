@@ -96,6 +96,8 @@ def aggregated(
         return jax.lax.with_sharding_constraint(items, NamedSharding(mesh, P(AXIS)))
 
     def prepare(data):
+        if data is None:  # simulator: keys are split inside jit
+            return None
         with_items, without_items = source.split(jax.device_get(data), None)
         batches = tuple(to_batches(items, n, batch_size) for items, n in zip((with_items, without_items), counts))
         return jax.device_put(batches, across)

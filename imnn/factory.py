@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._core import accepts_ascii_aliases
+from .aggregated import AggregatedGradientIMNN, AggregatedNumericalGradientIMNN, AggregatedSimulatorIMNN
 from .imnns import GradientIMNN, NumericalGradientIMNN, SimulatorIMNN
 
 # (where simulations come from, how they are executed) -> class, or its name while unavailable
@@ -13,9 +14,9 @@ CLASSES: dict[tuple[str, str], Any] = {
     ("simulator", "in memory"): SimulatorIMNN,
     ("gradient", "in memory"): GradientIMNN,
     ("numerical", "in memory"): NumericalGradientIMNN,
-    ("simulator", "aggregated"): "AggregatedSimulatorIMNN",
-    ("gradient", "aggregated"): "AggregatedGradientIMNN",
-    ("numerical", "aggregated"): "AggregatedNumericalGradientIMNN",
+    ("simulator", "aggregated"): AggregatedSimulatorIMNN,
+    ("gradient", "aggregated"): AggregatedGradientIMNN,
+    ("numerical", "aggregated"): AggregatedNumericalGradientIMNN,
     ("gradient", "dataset"): "DatasetGradientIMNN",
     ("numerical", "dataset"): "DatasetNumericalGradientIMNN",
 }
@@ -138,6 +139,10 @@ def IMNN(
         n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
         θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state, verbose=verbose,
     )  # fmt: skip
+    if executor == "aggregated":
+        common.update(host=host, devices=devices, n_per_device=n_per_device)
+        if source != "simulator":
+            common.update(prefetch=prefetch, cache=bool(cache))
     if source == "simulator":
         return cls(**common, simulator=simulator)
     stored = dict(
