@@ -71,8 +71,11 @@ def vector(name: str, value: Any, length: int) -> jax.Array:
     return jnp.asarray(array, dtype=jnp.result_type(float))
 
 
-def array(name: str, value: Any, shape: tuple[int, ...]) -> jax.Array:
-    """A float array of exactly ``shape`` with only finite values."""
+def array(name: str, value: Any, shape: tuple[int, ...]) -> Any:
+    """``value`` itself, if it is a float array of exactly ``shape`` with only finite values.
+
+    It stays where the user put it (numpy or jax); executors decide where data lives.
+    """
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
         raise TypeError(f"`{name}` should be an array of shape {shape} but is {type(value).__name__}")
     if tuple(value.shape) != tuple(shape):
@@ -82,7 +85,7 @@ def array(name: str, value: Any, shape: tuple[int, ...]) -> jax.Array:
     n_bad = int(np.size(value) - np.count_nonzero(np.isfinite(np.asarray(value))))
     if n_bad:
         raise ValueError(f"`{name}` contains {n_bad} non-finite values (NaN or inf)")
-    return jnp.asarray(value)
+    return value
 
 
 def key(name: str, value: Any) -> jax.Array:

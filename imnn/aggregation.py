@@ -41,6 +41,22 @@ def mesh_over(devices: Sequence[jax.Device]) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS,))
 
 
+def on_mesh(tree: Any, sharding: NamedSharding) -> Any:
+    """Global arrays with ``sharding`` from values that are identical on every process.
+
+    Each process supplies its own devices' pieces (``jax.make_array_from_callback``),
+    so nothing crosses the network; typed PRNG keys travel as their key data.
+    """
+
+    def put(leaf):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+        value = np.asarray(jax.device_get(leaf))
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(put, tree)
+
+
 def n_batches(n: int, batch_size: int) -> int:
     """How many batches of ``batch_size`` hold ``n`` simulations (the last one padded)."""
     return -(-n // batch_size)
@@ -100,7 +116,7 @@ def aggregated(
             return None
         with_items, without_items = source.split(jax.device_get(data), None)
         batches = tuple(to_batches(items, n, batch_size) for items, n in zip((with_items, without_items), counts))
-        return jax.device_put(batches, across)
+        return on_mesh(batches, across)
 
     def batches_of(data, key):
         if data is not None:
@@ -154,5 +170,5 @@ def aggregated(
         loss_and_grad=loss_and_grad,
         summaries=summaries,
         prepare=prepare,
-        place=lambda tree: jax.device_put(tree, replicated),
+        place=lambda tree: on_mesh(tree, replicated),
     )

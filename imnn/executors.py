@@ -53,6 +53,6 @@ def in_memory(source: Source, apply: Callable) -> Executor:
     return Executor(
         loss_and_grad=jax.value_and_grad(loss, has_aux=True),
         summaries=summaries,
-        prepare=_identity,
+        prepare=jax.device_put,  # the user's arrays, once, onto the default device
         place=_identity,
     )

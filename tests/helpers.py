@@ -1,10 +1,16 @@
 """Small IMNNs on the Gaussian problem, shared by the factory and bad-input tests."""
 
+import contextlib
+import logging
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.example_libraries import stax
 
+import imnn
 from imnn.problems import GaussianMeanVariance
 
 N_S, N_D, N_PARAMS, N_SUMMARIES = 100, 50, 2, 2
@@ -46,3 +52,55 @@ def source_kwargs(kind, sims, validation_sims=None, **overrides):
         kwargs.update(validation_fiducial=validation_sims.fiducial, validation_derivative=pick(validation_sims))
     kwargs.update(overrides)
     return kwargs
+
+
+@contextlib.contextmanager
+def compilations():
+    """Collect the messages of every XLA compilation in the block."""
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield messages
+    finally:
+        logger.removeHandler(handler)
+    messages[:] = [m for m in messages if "ompil" in m]
+
+
+class NoOutputBias(nn.Module):
+    """A small MLP whose last layer has no bias.
+
+    |F| is unchanged by shifting the summaries, so an output bias gets an exactly
+    zero gradient; Adam turns rounding noise in it into ±learning-rate steps, which
+    would make two mathematically equal fits differ in that bias alone.
+    """
+
+    @nn.compact
+    def __call__(self, d):
+        return nn.Dense(N_SUMMARIES, use_bias=False)(nn.leaky_relu(nn.Dense(16)(d.reshape(-1))))
+
+
+def aggregation_pair(kind, n_devices, n_s=203, n_d=101, n_per_device=7, key=1):
+    """An in-memory IMNN and its aggregated twin on the same data (sizes leave the last batch short)."""
+    sims = PROBLEM.simulations(jax.random.key(key), n_s, n_d)
+    validation = PROBLEM.simulations(jax.random.key(key + 1), n_s, n_d)
+    arguments = dict(**common(n_s=n_s, n_d=n_d, model=NoOutputBias(), optimiser=optax.adam(1e-2)),
+                     **source_kwargs(kind, sims, validation if kind != "simulator" else None))  # fmt: skip
+    devices = jax.devices()[:n_devices]
+    aggregation = dict(host=devices[0], devices=devices, n_per_device=n_per_device)
+    return imnn.IMNN(**arguments), imnn.IMNN(**arguments, **aggregation)
+
+
+def multihost_results(iterations=4):
+    """Fit the aggregated IMNNs over all of ``jax.devices()``; arrays to compare across process layouts."""
+    results = {}
+    for kind in KINDS:
+        _, model = aggregation_pair(kind, len(jax.devices()), n_per_device=5)
+        model.fit(10.0, 0.1, rng=jax.random.key(3), min_iterations=iterations, max_iterations=iterations)
+        for i, leaf in enumerate(jax.tree.leaves(model.final_w)):
+            results[f"{kind}_w{i}"] = np.asarray(jax.device_get(leaf))
+        results[f"{kind}_detF"] = model.history["detF"]
+    return results

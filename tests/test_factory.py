@@ -236,14 +236,15 @@ def test_iterators_without_aggregation():
 
 
 @pytest.mark.parametrize(
-    "kind, name",
-    [("simulator", "AggregatedSimulatorIMNN"), ("gradient", "AggregatedGradientIMNN"),
-     ("numerical", "AggregatedNumericalGradientIMNN")],
+    "kind, cls",
+    [("simulator", imnn.AggregatedSimulatorIMNN), ("gradient", imnn.AggregatedGradientIMNN),
+     ("numerical", imnn.AggregatedNumericalGradientIMNN)],
 )  # fmt: skip
-def test_aggregated_not_implemented(kind, name, sims):
+def test_factory_returns_aggregated_class(kind, cls, sims):
     aggregation = dict(host=jax.devices()[0], devices=jax.devices(), n_per_device=10)
-    with pytest.raises(NotImplementedError, match=name):
-        imnn.IMNN(**common(), **source_kwargs(kind, sims), **aggregation)
+    model = imnn.IMNN(**common(), **source_kwargs(kind, sims), **aggregation)
+    assert type(model) is cls
+    assert model.devices == jax.devices() and model.n_per_device == 10
 
 
 @pytest.mark.parametrize(
