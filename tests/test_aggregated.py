@@ -46,6 +46,15 @@ def test_aggregated_fit_matches_in_memory_fit(kind, n_devices):
     np.testing.assert_allclose(aggregated.get_estimate(batch), in_memory.get_estimate(batch), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_aggregated_fit_when_every_simulation_carries_derivatives(kind):
+    in_memory, aggregated = aggregation_pair(kind, 4, n_s=60, n_d=60, n_per_device=4)
+    for model in (in_memory, aggregated):
+        model.fit(10.0, 0.1, rng=jax.random.key(3), min_iterations=4, max_iterations=4)
+    np.testing.assert_allclose(aggregated.history["detF"], in_memory.history["detF"], rtol=1e-4)
+    assert_trees_close(aggregated.final_w, in_memory.final_w, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["simulator", "gradient"])
 def test_aggregated_second_fit_does_not_recompile(kind):
     _, aggregated = aggregation_pair(kind, 4)
