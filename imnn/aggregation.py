@@ -65,16 +65,33 @@ def n_batches(n: int, batch_size: int) -> int:
 def to_batches(items: Any, n: int, batch_size: int) -> Any:
     """Reshape per-simulation items (leading axis ``n``) to ``(n_batches, batch_size, ...)``.
 
-    The last batch is filled by wrapping around to the first simulations; works on
-    numpy and jax arrays alike.
+    The last batch is filled by wrapping around to the first simulations.
     """
-    count = n_batches(n, batch_size) * batch_size
-    index = np.arange(count) % max(n, 1)
+    index = np.arange(n_batches(n, batch_size) * batch_size) % max(n, 1)
+    return jax.tree.map(lambda a: a[index].reshape((-1, batch_size, *a.shape[1:])), items)
 
-    def batch(a):
-        return a[index[: count if n else 0]].reshape((-1, batch_size, *a.shape[1:]))
 
-    return jax.tree.map(batch, items)
+def batches_on_mesh(items: Any, n: int, batch_size: int, sharding: NamedSharding) -> Any:
+    """:func:`to_batches` of host arrays, built straight onto the mesh.
+
+    Each device's piece is gathered from the user's array when the global array
+    is made, so the host never holds a second full copy of the simulations.
+    """
+    n_total = n_batches(n, batch_size)
+
+    def put(a):
+        a = np.asarray(a)
+        shape = (n_total, batch_size, *a.shape[1:])
+
+        def piece(index):
+            batches = np.arange(n_total)[index[0]]
+            positions = np.arange(batch_size)[index[1]]
+            simulations = (batches[:, None] * batch_size + positions[None, :]) % max(n, 1)
+            return a[simulations][(slice(None), slice(None), *index[2:])]
+
+        return jax.make_array_from_callback(shape, sharding, piece)
+
+    return jax.tree.map(put, items)
 
 
 def _pad_cotangent(cotangent: jax.Array, batch_size: int) -> jax.Array:
@@ -114,9 +131,8 @@ def aggregated(
     def prepare(data):
         if data is None:  # simulator: keys are split inside jit
             return None
-        with_items, without_items = source.split(jax.device_get(data), None)
-        batches = tuple(to_batches(items, n, batch_size) for items, n in zip((with_items, without_items), counts))
-        return on_mesh(batches, across)
+        items = source.split(jax.device_get(data), None)
+        return tuple(batches_on_mesh(i, n, batch_size, across) for i, n in zip(items, counts))
 
     def batches_of(data, key):
         if data is not None:
