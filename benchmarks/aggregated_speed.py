@@ -76,16 +76,13 @@ def _reexec_with_devices() -> None:
 
 _reexec_with_devices()
 
-import contextlib  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from jax.example_libraries import stax  # noqa: E402
+from _shared import CompileCounter, cache_size, fit, ms, network, summary  # noqa: E402
 
 import imnn  # noqa: E402
 from imnn.problems import GaussianMeanVariance  # noqa: E402
@@ -99,15 +96,6 @@ WEIGHTS_KEY, FIT_KEY, DATA_KEY = 0, 1, 2
 
 
 # --------------------------------------------------------------------- set-up
-def network():
-    return stax.serial(
-        stax.Dense(128), stax.LeakyRelu,
-        stax.Dense(128), stax.LeakyRelu,
-        stax.Dense(128), stax.LeakyRelu,
-        stax.Dense(N_SUMMARIES),
-    )  # fmt: skip
-
-
 def common() -> dict:
     return dict(
         n_s=N_S, n_d=N_D, n_params=N_PARAMS, n_summaries=N_SUMMARIES, input_shape=PROBLEM.input_shape,
@@ -132,54 +120,6 @@ def make_models(n_per_device: list[int]) -> dict[str, dict[str, imnn.IMNNBase]]:
             **common(), simulator=PROBLEM.simulator, **aggregation(n)
         )
     return {"gradient": gradient, "simulator": simulator}
-
-
-def fit(model: imnn.IMNNBase, n: int) -> float:
-    """Wall time of one ``fit`` call of exactly ``n`` iterations."""
-    started = time.perf_counter()
-    model.fit(
-        λ=λ, ϵ=ϵ, rng=jax.random.key(FIT_KEY), patience=10**9,
-        min_iterations=n, max_iterations=n, print_rate=None,
-    )  # fmt: skip
-    jax.block_until_ready((model.state, model.F))
-    return time.perf_counter() - started
-
-
-# ------------------------------------------------------------ compile counter
-class CompileCounter:
-    """Counts XLA backend compilations (any function) via jax.monitoring."""
-
-    def __init__(self):
-        self.events: list[tuple[str, float]] = []
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, event: str, duration: float, **kwargs) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.events.append((str(kwargs.get("fun_name", "?")), duration))
-
-    @contextlib.contextmanager
-    def counting(self):
-        start = len(self.events)
-        found: list[tuple[str, float]] = []
-        yield found
-        found.extend(self.events[start:])
-
-
-def cache_size(model: imnn.IMNNBase) -> int | str:
-    """Entries in the jit cache of the model's fit loop (a private attribute: best effort)."""
-    try:
-        return model._chunk._cache_size()
-    except AttributeError:
-        return "n/a"
-
-
-# ----------------------------------------------------------------- reporting
-def ms(seconds: float, n: int) -> float:
-    return 1e3 * seconds / n
-
-
-def summary(values: list[float]) -> str:
-    return f"min {min(values):7.2f}  median {statistics.median(values):7.2f}"
 
 
 def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:

@@ -34,7 +34,6 @@ Run:  python benchmarks/fit_speed.py     (~45 s on 2 idle CPU cores, ~1.5 min wh
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import platform
@@ -46,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.example_libraries import stax
+from _shared import CompileCounter, cache_size, fit, ms, network, summary
 
 import imnn
 from imnn.problems import GaussianMeanVariance
@@ -59,15 +58,6 @@ WEIGHTS_KEY, FIT_KEY = 0, 1
 
 
 # --------------------------------------------------------------------- set-up
-def network():
-    return stax.serial(
-        stax.Dense(128), stax.LeakyRelu,
-        stax.Dense(128), stax.LeakyRelu,
-        stax.Dense(128), stax.LeakyRelu,
-        stax.Dense(N_SUMMARIES),
-    )  # fmt: skip
-
-
 def make_imnn(problem: GaussianMeanVariance, mode: str) -> imnn.SimulatorIMNN:
     return imnn.SimulatorIMNN(
         n_s=N_S, n_d=N_D, n_params=N_PARAMS, n_summaries=N_SUMMARIES,
@@ -75,17 +65,6 @@ def make_imnn(problem: GaussianMeanVariance, mode: str) -> imnn.SimulatorIMNN:
         optimiser=optax.adam(LEARNING_RATE), key_or_state=jax.random.key(WEIGHTS_KEY),
         simulator=problem.simulator, derivative_mode=mode, verbose=False,
     )  # fmt: skip
-
-
-def fit(model: imnn.SimulatorIMNN, n: int) -> float:
-    """Wall time of one ``fit`` call of exactly ``n`` iterations."""
-    started = time.perf_counter()
-    model.fit(
-        λ=λ, ϵ=ϵ, rng=jax.random.key(FIT_KEY), patience=10**9,
-        min_iterations=n, max_iterations=n, print_rate=None,
-    )  # fmt: skip
-    jax.block_until_ready((model.state, model.F))
-    return time.perf_counter() - started
 
 
 # ------------------------------------------------------- hand-written baseline
@@ -167,43 +146,6 @@ class Reference:
         elapsed = time.perf_counter() - started
         self.w, self.opt_state, self.last_loss = out[0], out[1], float(out[3])
         return elapsed
-
-
-# ------------------------------------------------------------ compile counter
-class CompileCounter:
-    """Counts XLA backend compilations (any function) via jax.monitoring."""
-
-    def __init__(self):
-        self.events: list[tuple[str, float]] = []
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, event: str, duration: float, **kwargs) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.events.append((str(kwargs.get("fun_name", "?")), duration))
-
-    @contextlib.contextmanager
-    def counting(self):
-        start = len(self.events)
-        found: list[tuple[str, float]] = []
-        yield found
-        found.extend(self.events[start:])
-
-
-def cache_size(model: imnn.SimulatorIMNN) -> int | str:
-    """Entries in the jit cache of the model's fit loop (a private attribute: best effort)."""
-    try:
-        return model._chunk._cache_size()
-    except AttributeError:
-        return "n/a"
-
-
-# ----------------------------------------------------------------- reporting
-def ms(seconds: float, n: int) -> float:
-    return 1e3 * seconds / n
-
-
-def summary(values: list[float]) -> str:
-    return f"min {min(values):7.2f}   median {statistics.median(values):7.2f}"
 
 
 def main() -> None:
