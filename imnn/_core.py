@@ -7,6 +7,7 @@ executor; everything here works the same for all of them.
 from __future__ import annotations
 
 import functools
+import os
 import unicodedata
 import warnings
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks, engine, executors, fisher, plotting
+from . import _checks, engine, executors, fisher, persistence, plotting
 from .adapters import OptimiserState, as_network, as_optimiser, initial_state
 from .sources import Source
 
@@ -285,6 +286,20 @@ class IMNNBase:
         stats = fisher.FisherStatistics(self.F, self.C, self.invC, self.dμ_dθ, self.μ)
         estimates = self._estimate(self.w, batch, stats)
         return estimates[0] if single else estimates
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write weights, optimiser state, history and Fisher statistics to ``path`` (atomically)."""
+        persistence.save(self, path)
+
+    def load(self, path: str | os.PathLike) -> IMNNBase:
+        """Restore a checkpoint from :meth:`save` into this model, built with the same settings.
+
+        Estimates are then identical to the saved model's and ``fit`` resumes from the saved
+        optimiser state, appending to the saved history. Raises ``ValueError`` saying what
+        differs when the checkpoint does not fit this model.
+        """
+        return persistence.load(self, path)
 
     # ---------------------------------------------------------------- display
     def plot(

@@ -16,7 +16,7 @@ def test_public_names_have_docstrings(name):
 
 @pytest.mark.parametrize("cls", CLASSES)
 def test_public_methods_have_docstrings(cls):
-    for name in ("fit", "plot", "get_estimate", "set_F_statistics", "get_summaries"):
+    for name in ("fit", "plot", "get_estimate", "set_F_statistics", "get_summaries", "save", "load"):
         assert inspect.getdoc(getattr(cls, name)), f"{cls.__name__}.{name}"
 
 

@@ -1,0 +1,126 @@
+"""save/load: round trips, resuming, other device layouts, and checkpoints that do not fit."""
+
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+from helpers import KINDS, PROBLEM, aggregation_pair, common, source_kwargs, stax_model
+from jax.example_libraries import optimizers
+
+import imnn
+
+
+def build(kind, sims, **overrides):
+    return imnn.IMNN(**common(**overrides), **source_kwargs(kind, sims, sims if kind != "simulator" else None))
+
+
+@pytest.fixture(scope="module")
+def sims():
+    return PROBLEM.simulations(jax.random.key(1), 100, 50)
+
+
+@pytest.mark.parametrize("optimiser", [optax.adam(1e-3), optimizers.adam(1e-3)], ids=["optax", "example_libraries"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trip_gives_identical_estimates_history_and_state(kind, optimiser, sims, tmp_path):
+    saved = build(kind, sims, optimiser=optimiser)
+    saved.fit(10.0, 0.1, rng=jax.random.key(2), min_iterations=6, max_iterations=6)
+    saved.save(tmp_path / "model.imnn")
+    loaded = build(kind, sims, optimiser=optimiser, key_or_state=jax.random.key(7)).load(tmp_path / "model.imnn")
+    data = PROBLEM.simulations(jax.random.key(3), 4, 1).fiducial
+    np.testing.assert_array_equal(loaded.get_estimate(data), saved.get_estimate(data))
+    for name in ("F", "invF", "C", "invC", "μ", "dμ_dθ"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(saved, name))
+    for name in ("w", "best_w", "final_w", "initial_w"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(loaded, name), getattr(saved, name))
+    jax.tree.map(np.testing.assert_array_equal, loaded.state, saved.state)
+    assert loaded.history.keys() == saved.history.keys()
+    for name, values in saved.history.items():
+        np.testing.assert_array_equal(loaded.history[name], values)
+
+
+def test_resuming_from_a_checkpoint_equals_never_stopping(sims, tmp_path):
+    uninterrupted = build("gradient", sims)
+    uninterrupted.fit(10.0, 0.1, min_iterations=12, max_iterations=12)
+    first_half = build("gradient", sims)
+    first_half.fit(10.0, 0.1, min_iterations=6, max_iterations=6)
+    first_half.save(tmp_path / "half.imnn")
+    resumed = build("gradient", sims).load(tmp_path / "half.imnn")
+    resumed.fit(10.0, 0.1, min_iterations=6, max_iterations=6)
+    jax.tree.map(np.testing.assert_array_equal, resumed.final_w, uninterrupted.final_w)
+    np.testing.assert_array_equal(resumed.history["detF"], uninterrupted.history["detF"])
+    assert int(resumed.state.count) == 12
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_checkpoint_from_four_devices_loads_on_one(kind, tmp_path):
+    one_device, four_devices = aggregation_pair(kind, 4)
+    four_devices.fit(10.0, 0.1, rng=jax.random.key(2), min_iterations=4, max_iterations=4)
+    four_devices.save(tmp_path / "mesh.imnn")
+    one_device.load(tmp_path / "mesh.imnn")
+    data = PROBLEM.simulations(jax.random.key(3), 4, 1).fiducial
+    np.testing.assert_allclose(one_device.get_estimate(data), four_devices.get_estimate(data), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(one_device.history["detF"], four_devices.history["detF"])
+
+
+def test_missing_and_corrupt_checkpoints_name_the_path(sims, tmp_path):
+    model = build("gradient", sims)
+    with pytest.raises(FileNotFoundError, match="`path`"):
+        model.load(tmp_path / "nothing.imnn")
+    (tmp_path / "junk.imnn").write_bytes(b"\x00not a checkpoint\xff" * 10)
+    with pytest.raises(ValueError, match="`path`"):
+        model.load(tmp_path / "junk.imnn")
+    model.save(tmp_path / "good.imnn")
+    (tmp_path / "cut.imnn").write_bytes((tmp_path / "good.imnn").read_bytes()[:200])
+    with pytest.raises(ValueError, match="`path`"):
+        model.load(tmp_path / "cut.imnn")
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(model=stax_model(3)), "`n_summaries`"),
+        (dict(n_s=90), "`n_s`"),
+        (dict(θ_fid=np.array([0.5, 1.0])), "`θ_fid`"),
+        (dict(optimiser=optax.sgd(1e-3)), "`opt_state`"),
+    ],
+)
+def test_checkpoint_of_a_different_model_says_what_differs(overrides, match, sims, tmp_path):
+    build("gradient", sims).save(tmp_path / "model.imnn")
+    if "n_summaries" in match:
+        overrides = {**overrides, "n_summaries": 3}
+    if "n_s" in overrides:
+        sims = PROBLEM.simulations(jax.random.key(1), overrides["n_s"], 50)
+    other = build("gradient", sims, **overrides)
+    with pytest.raises(ValueError, match=match):
+        other.load(tmp_path / "model.imnn")
+
+
+def test_checkpoint_of_a_different_architecture_is_refused(sims, tmp_path):
+    from jax.example_libraries import stax
+
+    build("gradient", sims).save(tmp_path / "model.imnn")
+    wider = build("gradient", sims, model=stax.serial(stax.Dense(32), stax.LeakyRelu, stax.Dense(2)))
+    with pytest.raises(ValueError, match="same network"):
+        wider.load(tmp_path / "model.imnn")
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_loadable(sims, tmp_path, monkeypatch):
+    first = build("gradient", sims)
+    first.fit(10.0, 0.1, min_iterations=3, max_iterations=3)
+    first.save(tmp_path / "model.imnn")
+    second = build("gradient", sims)
+    second.fit(10.0, 0.1, min_iterations=8, max_iterations=8)
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        second.save(tmp_path / "model.imnn")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.imnn"]  # no temporary file left
+    loaded = build("gradient", sims).load(tmp_path / "model.imnn")
+    assert len(loaded.history["detF"]) == 3
+    jax.tree.map(np.testing.assert_array_equal, loaded.final_w, first.final_w)
