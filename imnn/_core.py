@@ -6,6 +6,7 @@ executor; everything here works the same for all of them.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import unicodedata
@@ -152,6 +153,8 @@ class IMNNBase:
         max_iterations: int = 100000,
         print_rate: int | None = None,
         best: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 1000,
     ) -> IMNNBase:
         """Maximise ``ln|F|`` with the covariance regularised towards the identity.
 
@@ -165,6 +168,10 @@ class IMNNBase:
             max_iterations: most iterations in this call.
             print_rate: show a progress bar updated every ``print_rate`` iterations.
             best: afterwards use the weights of the highest monitored |F| (else the last).
+            checkpoint: save the model there (see :meth:`save`) every ``checkpoint_every``
+                iterations, between jitted chunks, and when the fit ends or is interrupted.
+                Mid-fit checkpoints carry no Fisher statistics (they are computed at the end).
+            checkpoint_every: iterations between checkpoints.
 
         Returns:
             The model, with ``history`` extended and the Fisher statistics set.
@@ -179,6 +186,7 @@ class IMNNBase:
         key = jax.random.key(0) if rng is None else _checks.key("rng", rng)
         if print_rate is not None:
             print_rate = _checks.positive_int("print_rate", print_rate)
+        checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
         dtype = jnp.result_type(float)
         settings = engine.Settings(
             λ=jnp.asarray(λ, dtype),
@@ -200,6 +208,7 @@ class IMNNBase:
         outcome = engine.run(
             self._chunk, start, settings, self._data, self._validation_data,
             max_iterations=int(settings.max_iterations), print_rate=print_rate,
+            on_chunk=None if checkpoint is None else self._checkpointer(checkpoint, checkpoint_every, best),
         )  # fmt: skip
         self._absorb(outcome, best)
         if self.verbose and outcome.reason in ("converged", "max_iterations"):
@@ -207,7 +216,23 @@ class IMNNBase:
             max_detF = self.history["max_detF"]
             print(f"{type(self).__name__}: {outcome.iterations} iterations ({why}), max |F| = {max_detF:.4g}")
         self.set_F_statistics(self.w, key=jax.random.split(outcome.state.key)[1])
+        if checkpoint is not None:
+            self.save(checkpoint)
         return self
+
+    def _checkpointer(self, path: str | os.PathLike, every: int, best: bool) -> Callable[[engine.Outcome], None]:
+        saved_at = [0]
+
+        def save_progress(outcome: engine.Outcome) -> None:
+            if outcome.iterations - saved_at[0] >= every:
+                snapshot = copy.copy(self)
+                snapshot.history = History(self.history)
+                snapshot._absorb(outcome, best)
+                snapshot.F = snapshot.invF = snapshot.C = snapshot.invC = snapshot.μ = snapshot.dμ_dθ = None
+                snapshot.save(path)
+                saved_at[0] = outcome.iterations
+
+        return save_progress
 
     def _absorb(self, outcome: engine.Outcome, best: bool) -> None:
         s = outcome.state

@@ -158,7 +158,7 @@ class Outcome(NamedTuple):
     state: FitState
     history: dict[str, np.ndarray]
     iterations: int
-    reason: str  # "converged", "max_iterations", "nonfinite" or "interrupted"
+    reason: str  # "converged", "max_iterations", "nonfinite", "interrupted" (or "running")
 
 
 def _progress_postfix(history: dict[str, list], patience_count: int) -> dict[str, str]:
@@ -179,7 +179,7 @@ def run(
     *,
     max_iterations: int,
     print_rate: int | None,
-    on_chunk: Callable[[FitState], None] | None = None,
+    on_chunk: Callable[[Outcome], None] | None = None,
 ) -> Outcome:
     """Drive jitted chunks until early stopping, ``max_iterations``, a NaN or Ctrl-C.
 
@@ -191,7 +191,7 @@ def run(
         max_iterations: iterations allowed in this call.
         print_rate: iterations between progress-bar updates; ``None`` hides the bar
             and sizes chunks to about ``TARGET_CHUNK_SECONDS`` each.
-        on_chunk: called with the state after every finished chunk.
+        on_chunk: called after every finished chunk with the outcome so far (reason ``"running"``).
 
     Returns:
         An :class:`Outcome` whose history holds one entry per finished iteration.
@@ -219,7 +219,7 @@ def run(
             bar.set_postfix(_progress_postfix(history, patience_count), refresh=False)
             bar.update(n)
             if on_chunk is not None:
-                on_chunk(state)
+                on_chunk(_outcome(state, history, iteration, "running"))
             if bool(out.nonfinite):
                 reason = "nonfinite"
                 break
@@ -245,5 +245,9 @@ def run(
             "stopped and the weights and history before it are kept",
             stacklevel=3,
         )
+    return _outcome(state, history, iteration, reason)
+
+
+def _outcome(state: FitState, history: dict[str, list], iteration: int, reason: str) -> Outcome:
     merged = {name: np.concatenate(parts) for name, parts in history.items()}
     return Outcome(state=state, history=merged, iterations=iteration, reason=reason)
