@@ -211,6 +211,11 @@ class IMNNBase:
             on_chunk=None if checkpoint is None else self._checkpointer(checkpoint, checkpoint_every, best),
         )  # fmt: skip
         self._absorb(outcome, best)
+        if outcome.error is not None:  # the progress is kept; the statistics no longer match `w`
+            self.F = self.invF = self.C = self.invC = self.μ = self.dμ_dθ = None
+            if checkpoint is not None:
+                self.save(checkpoint)
+            raise outcome.error
         if self.verbose and outcome.reason in ("converged", "max_iterations"):
             why = "early stopping" if outcome.reason == "converged" else "max_iterations reached"
             max_detF = self.history["max_detF"]

@@ -158,7 +158,8 @@ class Outcome(NamedTuple):
     state: FitState
     history: dict[str, np.ndarray]
     iterations: int
-    reason: str  # "converged", "max_iterations", "nonfinite", "interrupted" (or "running")
+    reason: str  # "converged", "max_iterations", "nonfinite", "interrupted", "error" (or "running")
+    error: Exception | None = None  # what stopped a fit with reason "error", to re-raise
 
 
 def _progress_postfix(history: dict[str, list], patience_count: int) -> dict[str, str]:
@@ -198,7 +199,7 @@ def run(
     """
     history: dict[str, list] = {}
     host_settings = jax.device_get(settings)  # the stop test between chunks runs in numpy
-    iteration, patience_count, reason = 0, 0, "max_iterations"
+    iteration, patience_count, reason, error = 0, 0, "max_iterations", None
     n_steps = min(print_rate or 10, BUFFER_SIZE)
     bar = tqdm(total=max_iterations, disable=print_rate is None, leave=True)
     try:
@@ -231,6 +232,8 @@ def run(
                 n_steps = int(np.clip(n * TARGET_CHUNK_SECONDS / elapsed, 1, BUFFER_SIZE))
     except KeyboardInterrupt:
         reason = "interrupted"
+    except Exception as caught:  # e.g. a user's simulator failing: keep the progress, then re-raise
+        reason, error = "error", caught
     finally:
         bar.close()
     if reason == "interrupted":
@@ -241,11 +244,12 @@ def run(
         )
     if reason == "nonfinite":
         warnings.warn(
-            f"the loss or its gradient became non-finite at iteration {iteration + 1}; fitting "
-            "stopped and the weights and history before it are kept",
+            f"the loss or the updated weights became non-finite at iteration {iteration + 1} (a singular "
+            "covariance or Fisher matrix, e.g. summaries that do not vary or carry no information, or "
+            "non-finite simulations); fitting stopped and the weights and history before it are kept",
             stacklevel=3,
         )
-    return _outcome(state, history, iteration, reason)
+    return _outcome(state, history, iteration, reason)._replace(error=error)
 
 
 def _outcome(state: FitState, history: dict[str, list], iteration: int, reason: str) -> Outcome:

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import optax
 import pytest
-from helpers import KINDS, PROBLEM, aggregation_pair, common, source_kwargs, stax_model
+from helpers import KINDS, N_S, PROBLEM, aggregation_pair, common, source_kwargs, stax_model
 from jax.example_libraries import optimizers
 
 import imnn
@@ -162,3 +162,47 @@ def test_an_interrupted_fit_leaves_a_checkpoint_of_its_progress(sims, tmp_path):
     loaded = build("simulator", sims, n_s=1000, n_d=1000).load(path)
     assert len(loaded.history["detF"]) == len(model.history["detF"]) > 2
     jax.tree.map(np.testing.assert_array_equal, loaded.best_w, model.best_w)
+
+
+def test_an_exception_in_the_simulator_surfaces_and_keeps_the_progress(tmp_path):
+    calls = {"n": 0, "limit": 10**9}
+
+    def check(value):
+        calls["n"] += 1
+        if calls["n"] > calls["limit"]:
+            raise RuntimeError("simulator exploded: negative variance")
+
+    def simulator(key, θ):
+        d = PROBLEM.simulator(key, θ)
+        jax.debug.callback(check, d[0])
+        return d
+
+    model = imnn.IMNN(**common(), simulator=simulator)
+    model.fit(10.0, 0.1, rng=jax.random.key(1), min_iterations=4, max_iterations=4, print_rate=2)
+    calls["n"], calls["limit"] = 0, 4 * N_S  # fails during the 5th iteration of the next fit
+    path = tmp_path / "crash.imnn"
+    with pytest.raises(Exception, match="simulator exploded"):
+        model.fit(10.0, 0.1, rng=jax.random.key(2), min_iterations=8, max_iterations=8, print_rate=2,
+                  checkpoint=path, checkpoint_every=100)  # fmt: skip
+    n = len(model.history["detF"])
+    assert n == 4 + 4  # the finished chunks of the failed fit are kept
+    assert model.F is None  # statistics of the old weights are not passed off as current
+    assert build_same(simulator).load(path).history["detF"].shape == (n,)
+    calls["limit"] = 10**9
+    model.fit(10.0, 0.1, rng=jax.random.key(3), min_iterations=2, max_iterations=2)  # still usable
+    assert len(model.history["detF"]) == n + 2 and model.F is not None
+
+
+def build_same(simulator):
+    return imnn.IMNN(**common(), simulator=simulator)
+
+
+def test_summaries_that_do_not_vary_give_a_clear_warning():
+    constant = (lambda key, shape: ((2,), ()), lambda w, d: np.array([1.0, 2.0], np.float32) + 0 * d[:2])
+    model = imnn.IMNN(**common(model=constant), simulator=PROBLEM.simulator)
+    with pytest.warns(UserWarning) as record:
+        model.fit(10.0, 0.1, rng=jax.random.key(1), max_iterations=3)
+    messages = [str(warning.message) for warning in record]
+    assert any("singular covariance" in m for m in messages)
+    assert any("Fisher matrix is singular" in m for m in messages)
+    assert len(model.history["detF"]) == 0
