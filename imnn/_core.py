@@ -355,3 +355,4 @@ class IMNNBase:
     theta_fid = property(lambda self: self.θ_fid, doc="ASCII alias of ``θ_fid``.")
     mu = property(lambda self: self.μ, doc="ASCII alias of ``μ``.")
     dmu_dtheta = property(lambda self: self.dμ_dθ, doc="ASCII alias of ``dμ_dθ``.")
+    delta_theta = property(lambda self: self.δθ, doc="ASCII alias of ``δθ`` (numerical-gradient IMNNs).")

@@ -179,5 +179,3 @@ class AggregatedNumericalGradientIMNN(IMNNBase):
             **parts, executor=executor, verbose=verbose,
         )  # fmt: skip
         self.host, self.devices, self.n_per_device = host, list(devices), n_per_device
-
-    delta_theta = property(lambda self: self.δθ, doc="ASCII alias of ``δθ``.")

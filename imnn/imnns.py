@@ -238,5 +238,3 @@ class NumericalGradientIMNN(IMNNBase):
             n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state,
             **parts, verbose=verbose,
         )  # fmt: skip
-
-    delta_theta = property(lambda self: self.δθ, doc="ASCII alias of ``δθ``.")
