@@ -3,15 +3,18 @@
 The easy path is :func:`IMNN` (or one of the classes it returns). The pieces it
 is built from are importable for power users: :mod:`imnn.fisher` (statistics,
 loss, estimate), :mod:`imnn.sources` (how summaries are made),
-:mod:`imnn.executors` and :mod:`imnn.aggregation` (how they are evaluated) and
+:mod:`imnn.executors`, :mod:`imnn.aggregation` and :mod:`imnn.streaming` (how they
+are evaluated), :mod:`imnn.loaders` (per-device iterators over arrays on disk) and
 :mod:`imnn.engine` (the fit loop).
 """
 
-from . import aggregation, engine, executors, fisher, plotting, sources, utils
+from . import aggregation, engine, executors, fisher, loaders, plotting, sources, streaming, utils
 from .adapters import OptimiserState
 from .aggregated import AggregatedGradientIMNN, AggregatedNumericalGradientIMNN, AggregatedSimulatorIMNN
+from .datasets import DatasetGradientIMNN, DatasetNumericalGradientIMNN
 from .factory import IMNN
 from .imnns import GradientIMNN, NumericalGradientIMNN, SimulatorIMNN
+from .tfrecords import TFRecords
 
 __version__ = "0.1.0"
 
@@ -20,15 +23,20 @@ __all__ = [
     "AggregatedGradientIMNN",
     "AggregatedNumericalGradientIMNN",
     "AggregatedSimulatorIMNN",
+    "DatasetGradientIMNN",
+    "DatasetNumericalGradientIMNN",
     "GradientIMNN",
     "NumericalGradientIMNN",
     "OptimiserState",
     "SimulatorIMNN",
+    "TFRecords",
     "aggregation",
     "engine",
     "executors",
     "fisher",
+    "loaders",
     "plotting",
     "sources",
+    "streaming",
     "utils",
 ]

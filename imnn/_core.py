@@ -135,10 +135,12 @@ class IMNNBase:
         self._place = run.place
         self._data = run.prepare(data)
         self._validation_data = None if validation_data is None else run.prepare(validation_data)
-        # Closures over static configuration, jitted once per model (never bound methods).
-        self._chunk = jax.jit(engine.make_chunk(run, self._optimiser, validation_data is not None))
-        self._statistics = jax.jit(lambda w, data, key: _with_inverse_F(executors.statistics(run, w, data, key)))
-        self._summaries = jax.jit(run.summaries)
+        # Closures over static configuration, compiled once per model (never bound methods).
+        self._chunk = engine.make_chunk(run, self._optimiser, validation_data is not None)
+        summaries = jax.jit(run.summaries) if run.traceable else run.summaries
+        statistics = jax.jit(lambda x, dx_dθ: _with_inverse_F(fisher.statistics(x, dx_dθ)))
+        self._summaries = summaries
+        self._statistics = lambda w, data, key: statistics(*summaries(w, data, key))
         self._estimate = jax.jit(lambda w, d, stats: fisher.estimate(jax.vmap(apply, (None, 0))(w, d), stats, θ_fid))
 
     # ---------------------------------------------------------------- fitting

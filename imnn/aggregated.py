@@ -32,8 +32,8 @@ from ._core import IMNNBase, accepts_ascii_aliases
 from .imnns import gradient_source, numerical_source, simulator_source
 
 
-def aggregated_executor(host: Any, devices: Any, n_per_device: Any, n_s: Any, n_d: Any) -> Callable:
-    """Check the aggregation arguments and return the executor factory for :class:`IMNNBase`."""
+def batching(host: Any, devices: Any, n_per_device: Any) -> tuple[tuple[jax.Device, ...], int]:
+    """Check ``host``, ``devices`` and ``n_per_device``; return the devices and the batch per device."""
     if not isinstance(host, jax.Device):
         raise TypeError(f"`host` should be a jax.Device, e.g. jax.devices('cpu')[0], but is {type(host).__name__}")
     if (
@@ -45,16 +45,22 @@ def aggregated_executor(host: Any, devices: Any, n_per_device: Any, n_s: Any, n_
         raise TypeError(f"`devices` should be a non-empty list of jax.Device, e.g. jax.devices(), but is {devices!r}")
     if len(set(devices)) != len(devices):
         raise ValueError(f"`devices` lists a device more than once: {list(devices)}")
+    return tuple(devices), _checks.positive_int("n_per_device", n_per_device)
+
+
+def aggregated_executor(host: Any, devices: Any, n_per_device: Any, n_s: Any, n_d: Any) -> Callable:
+    """Check the aggregation arguments and return the executor factory for :class:`IMNNBase`."""
+    devices, n_per_device = batching(host, devices, n_per_device)
     return functools.partial(
         aggregation.aggregated,
-        devices=tuple(devices),
-        n_per_device=_checks.positive_int("n_per_device", n_per_device),
+        devices=devices,
+        n_per_device=n_per_device,
         n_s=_checks.positive_int("n_s", n_s),
         n_d=_checks.positive_int("n_d", n_d),
     )
 
 
-def _check_compatibility_flags(prefetch: Any, cache: Any) -> None:
+def check_compatibility_flags(prefetch: Any, cache: Any) -> None:
     if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, numbers.Integral)):
         raise TypeError(f"`prefetch` should be None or an integer but is {prefetch!r}")
     if not isinstance(cache, bool):
@@ -127,7 +133,7 @@ class AggregatedGradientIMNN(IMNNBase):
         verbose: bool = True,
     ):
         executor = aggregated_executor(host, devices, n_per_device, n_s, n_d)
-        _check_compatibility_flags(prefetch, cache)
+        check_compatibility_flags(prefetch, cache)
         super().__init__(
             n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state,
             **gradient_source(n_s, n_d, n_params, input_shape, fiducial, derivative,
@@ -169,7 +175,7 @@ class AggregatedNumericalGradientIMNN(IMNNBase):
         verbose: bool = True,
     ):
         executor = aggregated_executor(host, devices, n_per_device, n_s, n_d)
-        _check_compatibility_flags(prefetch, cache)
+        check_compatibility_flags(prefetch, cache)
         parts = numerical_source(
             n_s, n_d, n_params, input_shape, fiducial, derivative, δθ, validation_fiducial, validation_derivative
         )

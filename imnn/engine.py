@@ -10,6 +10,7 @@ keeping the state and history of the last finished chunk.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import executors, fisher
+from . import fisher
 from .adapters import Optimiser
 from .executors import Executor
 
@@ -88,66 +89,105 @@ def _stopped(chunk: Chunk, settings: Settings) -> jax.Array:
     return chunk.nonfinite | out_of_patience | (chunk.iteration >= settings.max_iterations)
 
 
+def _advance(
+    optimiser: Optimiser, c: Chunk, key: jax.Array, evaluated: Any, val_summaries: Any, settings: Settings
+) -> Chunk:
+    """Apply one evaluated iteration: update, bookkeeping, early-stopping counters.
+
+    ``evaluated`` is ``((loss, Metrics), grads)`` at ``c.state.w``; ``val_summaries``
+    the validation ``(x, dx_dθ)`` at the same weights, or ``None`` without validation.
+    """
+    s = c.state
+    (loss, metrics), grads = evaluated
+    new_w, new_opt_state = optimiser.update(grads, s.opt_state, s.w, s.count)
+    finite = jnp.isfinite(loss) & _all_finite(new_w, new_opt_state)
+    monitored = metrics.detF
+    val_metrics = c.val_metrics
+    if val_summaries is not None:
+        current_val = fisher.loss_from_statistics(fisher.statistics(*val_summaries), settings.λ, settings.α)[1]
+        monitored = current_val.detF
+        val_metrics = _record(val_metrics, c.n_recorded, current_val)
+    improved = finite & (monitored > s.max_detF)
+
+    def if_finite(new, old):  # a step to a non-finite loss or state changes nothing but the flag
+        return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+    state = FitState(
+        w=if_finite(new_w, s.w),
+        opt_state=if_finite(new_opt_state, s.opt_state),
+        count=s.count + finite,
+        best_w=jax.tree.map(lambda a, b: jnp.where(improved, a, b), s.w, s.best_w),
+        max_detF=jnp.where(improved, monitored.astype(s.max_detF.dtype), s.max_detF),
+        key=key,
+    )
+    counts = (c.iteration >= settings.min_iterations) & finite
+    return Chunk(
+        state=state,
+        iteration=c.iteration + finite,
+        patience_count=jnp.where(improved, 0, c.patience_count + counts),
+        n_recorded=c.n_recorded + finite,
+        nonfinite=~finite,
+        metrics=_record(c.metrics, c.n_recorded, metrics),  # ignored beyond n_recorded
+        val_metrics=val_metrics,
+    )
+
+
+def _start(state: FitState, iteration: jax.Array, patience_count: jax.Array, validate: bool) -> Chunk:
+    return Chunk(
+        state=state,
+        iteration=iteration,
+        patience_count=patience_count,
+        n_recorded=jnp.zeros((), jnp.int32),
+        nonfinite=jnp.array(False),
+        metrics=_empty_metrics(),
+        val_metrics=_empty_metrics() if validate else None,
+    )
+
+
 def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Callable[..., Chunk]:
-    """A pure function running up to ``n_steps`` fit iterations; jit it once per model.
+    """A compiled function running up to ``n_steps`` fit iterations; build it once per model.
 
     Signature: ``chunk(state, iteration, patience_count, n_steps, settings, data,
     val_data) -> Chunk``. With ``validate`` the monitored ``|F|`` is the one of
     ``val_data`` at the weights before each update, otherwise the training one.
+
+    A traceable executor runs the whole chunk as one jitted ``lax.while_loop``; a
+    streaming one (fed by Python iterators) runs its iterations from Python, each
+    an executor call followed by the same jitted update.
     """
 
-    def iterate(c: Chunk, settings: Settings, data: Any, val_data: Any) -> Chunk:
-        s = c.state
-        key, subkey = jax.random.split(s.key)
-        (loss, metrics), grads = executor.loss_and_grad(s.w, data, subkey, settings.λ, settings.α)
-        new_w, new_opt_state = optimiser.update(grads, s.opt_state, s.w, s.count)
-        finite = jnp.isfinite(loss) & _all_finite(new_w, new_opt_state)
-        monitored = metrics.detF
-        val_metrics = c.val_metrics
-        if validate:
-            val_stats = executors.statistics(executor, s.w, val_data, subkey)
-            current_val = fisher.loss_from_statistics(val_stats, settings.λ, settings.α)[1]
-            monitored = current_val.detF
-            val_metrics = _record(val_metrics, c.n_recorded, current_val)
-        improved = finite & (monitored > s.max_detF)
+    def evaluate(c: Chunk, settings: Settings, data: Any, val_data: Any):
+        key, subkey = jax.random.split(c.state.key)
+        evaluated = executor.loss_and_grad(c.state.w, data, subkey, settings.λ, settings.α)
+        val_summaries = executor.summaries(c.state.w, val_data, subkey) if validate else None
+        return key, evaluated, val_summaries
 
-        def if_finite(new, old):  # a step to a non-finite loss or state changes nothing but the flag
-            return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-
-        state = FitState(
-            w=if_finite(new_w, s.w),
-            opt_state=if_finite(new_opt_state, s.opt_state),
-            count=s.count + finite,
-            best_w=jax.tree.map(lambda a, b: jnp.where(improved, a, b), s.w, s.best_w),
-            max_detF=jnp.where(improved, monitored.astype(s.max_detF.dtype), s.max_detF),
-            key=key,
-        )
-        counts = (c.iteration >= settings.min_iterations) & finite
-        return Chunk(
-            state=state,
-            iteration=c.iteration + finite,
-            patience_count=jnp.where(improved, 0, c.patience_count + counts),
-            n_recorded=c.n_recorded + finite,
-            nonfinite=~finite,
-            metrics=_record(c.metrics, c.n_recorded, metrics),  # ignored beyond n_recorded
-            val_metrics=val_metrics,
-        )
+    if not executor.traceable:
+        return _host_loop(evaluate, jax.jit(functools.partial(_advance, optimiser)), validate)
 
     def chunk(state, iteration, patience_count, n_steps, settings, data, val_data) -> Chunk:
-        start = Chunk(
-            state=state,
-            iteration=iteration,
-            patience_count=patience_count,
-            n_recorded=jnp.zeros((), jnp.int32),
-            nonfinite=jnp.array(False),
-            metrics=_empty_metrics(),
-            val_metrics=_empty_metrics() if validate else None,
-        )
-
         def keep_going(c):
             return (c.n_recorded < n_steps) & ~_stopped(c, settings)
 
-        return jax.lax.while_loop(keep_going, lambda c: iterate(c, settings, data, val_data), start)
+        def iterate(c):
+            return _advance(optimiser, c, *evaluate(c, settings, data, val_data), settings)
+
+        return jax.lax.while_loop(keep_going, iterate, _start(state, iteration, patience_count, validate))
+
+    return jax.jit(chunk)
+
+
+def _host_loop(evaluate: Callable, advance: Callable, validate: bool) -> Callable[..., Chunk]:
+    start = jax.jit(functools.partial(_start, validate=validate))
+
+    def chunk(state, iteration, patience_count, n_steps, settings, data, val_data) -> Chunk:
+        c = start(state, iteration, patience_count)
+        host_settings = jax.device_get(settings)
+        while True:
+            counters = jax.device_get(c._replace(state=None, metrics=None, val_metrics=None))
+            if counters.n_recorded >= n_steps or _stopped(counters, host_settings):
+                return c
+            c = advance(c, *evaluate(c, settings, data, val_data), settings)
 
     return chunk
 

@@ -8,8 +8,13 @@ An :class:`Executor` gives the fit engine and the model classes four functions:
 - ``summaries(w, data, key) -> (x: float(n_s, n_summaries), dx_dθ: float(n_d, n_summaries, n_params))``;
 - ``loss_and_grad(w, data, key, λ, α) -> ((loss, Metrics), grads)``.
 
+A *traceable* executor's functions can run inside ``jax.jit`` (the fit engine
+compiles whole chunks of iterations); a streaming one (:mod:`imnn.streaming`)
+reads Python iterators, so it is called from Python and jits its own pieces.
+
 :func:`in_memory` evaluates the whole source as one computation;
-:func:`imnn.aggregation.aggregated` evaluates it in batches across devices.
+:func:`imnn.aggregation.aggregated` evaluates it in batches across devices;
+:func:`imnn.streaming.streamed` feeds the same batched passes from iterators.
 The fit engine and the classes do not know which one they use.
 """
 
@@ -32,11 +37,7 @@ class Executor(NamedTuple):
     summaries: Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array]]
     prepare: Callable[[Any], Any]
     place: Callable[[Any], Any]
-
-
-def statistics(executor: Executor, w: Any, data: Any, key: jax.Array) -> fisher.FisherStatistics:
-    """Fisher statistics of the summaries at weights ``w``."""
-    return fisher.statistics(*executor.summaries(w, data, key))
+    traceable: bool = True  # False: its functions read Python iterators and jit their own pieces
 
 
 def _identity(tree: Any) -> Any:

@@ -7,18 +7,19 @@ from typing import Any
 
 from ._core import accepts_ascii_aliases
 from .aggregated import AggregatedGradientIMNN, AggregatedNumericalGradientIMNN, AggregatedSimulatorIMNN
+from .datasets import DatasetGradientIMNN, DatasetNumericalGradientIMNN
 from .imnns import GradientIMNN, NumericalGradientIMNN, SimulatorIMNN
 
-# (where simulations come from, how they are executed) -> class, or its name while unavailable
-CLASSES: dict[tuple[str, str], Any] = {
+# (where simulations come from, how they are executed) -> class
+CLASSES: dict[tuple[str, str], type] = {
     ("simulator", "in memory"): SimulatorIMNN,
     ("gradient", "in memory"): GradientIMNN,
     ("numerical", "in memory"): NumericalGradientIMNN,
     ("simulator", "aggregated"): AggregatedSimulatorIMNN,
     ("gradient", "aggregated"): AggregatedGradientIMNN,
     ("numerical", "aggregated"): AggregatedNumericalGradientIMNN,
-    ("gradient", "dataset"): "DatasetGradientIMNN",
-    ("numerical", "dataset"): "DatasetNumericalGradientIMNN",
+    ("gradient", "dataset"): DatasetGradientIMNN,
+    ("numerical", "dataset"): DatasetNumericalGradientIMNN,
 }
 
 
@@ -64,6 +65,12 @@ def _executor_kind(
 ) -> str:
     iterators = [name for name, value in arrays.items() if _is_iterator_list(value)]
     if iterators or arrays["main"] is not None:
+        stored = [name for name, value in arrays.items() if value is not None and name not in iterators]
+        if stored and not (arrays["main"] is not None and stored == ["remaining"]):
+            raise ValueError(
+                f"{', '.join(f'`{n}`' for n in iterators)} are lists of iterators but "
+                f"{', '.join(f'`{n}`' for n in stored)} are not: give all as lists of iterators, one per device"
+            )
         if None in (host, devices, n_per_device):
             raise ValueError("iterator datasets need `host`, `devices` and `n_per_device`")
         return "dataset"
@@ -74,7 +81,7 @@ def _executor_kind(
         raise ValueError(f"aggregation needs `host`, `devices` and `n_per_device` together (missing {missing})")
     if not given and (cache is not None or prefetch is not None):
         raise ValueError(
-            "`cache` and `prefetch` only apply to aggregated IMNNs (with `host`, `devices`, `n_per_device`)"
+            "`cache` and `prefetch` only apply to aggregated and dataset IMNNs (with `host`, `devices`, `n_per_device`)"
         )
     return "aggregated" if given else "in memory"
 
@@ -113,7 +120,8 @@ def IMNN(
     - ``fiducial`` and ``derivative`` arrays → :class:`GradientIMNN`, or
       :class:`NumericalGradientIMNN` when ``δθ`` is given;
     - with ``host``, ``devices`` and ``n_per_device`` → the ``Aggregated…`` variants;
-    - lists of iterators (``main``/``remaining``, or ``fiducial``/``derivative``) → ``Dataset…``.
+    - lists of iterators, one per device (``main``/``remaining`` → :class:`DatasetGradientIMNN`,
+      or ``fiducial``/``derivative`` with ``δθ`` → :class:`DatasetNumericalGradientIMNN`).
 
     Arguments are those of the chosen class; see :class:`SimulatorIMNN`,
     :class:`GradientIMNN` and :class:`NumericalGradientIMNN` for shapes.
@@ -130,21 +138,27 @@ def IMNN(
     executor = _executor_kind(arrays, host, devices, n_per_device, cache, prefetch)
     if (source, executor) not in CLASSES:
         raise ValueError(f"no IMNN fits {source} derivatives with {executor} execution")
-    cls = CLASSES[(source, executor)]
-    if isinstance(cls, str):
-        raise NotImplementedError(
-            f"{cls} (chosen by `host`/`devices`/`n_per_device` or iterator inputs) is not available yet"
+    if (source, executor) == ("gradient", "dataset") and main is None:
+        raise ValueError(
+            "lists of `fiducial`/`derivative` iterators are for numerical derivatives (give `δθ`); "
+            "for exact derivatives give `main` (and `remaining`) iterators"
         )
+    cls = CLASSES[(source, executor)]
     common = dict(
         n_s=n_s, n_d=n_d, n_params=n_params, n_summaries=n_summaries, input_shape=input_shape,
         θ_fid=θ_fid, model=model, optimiser=optimiser, key_or_state=key_or_state, verbose=verbose,
     )  # fmt: skip
-    if executor == "aggregated":
+    if executor != "in memory":
         common.update(host=host, devices=devices, n_per_device=n_per_device)
         if source != "simulator":
             common.update(prefetch=prefetch, cache=bool(cache))
     if source == "simulator":
         return cls(**common, simulator=simulator)
+    if cls is DatasetGradientIMNN:
+        return cls(
+            **common, main=main, remaining=remaining,
+            validation_main=validation_main, validation_remaining=validation_remaining,
+        )  # fmt: skip
     stored = dict(
         fiducial=fiducial, derivative=derivative,
         validation_fiducial=validation_fiducial, validation_derivative=validation_derivative,

@@ -27,8 +27,8 @@ STATISTICS = ("F", "invF", "C", "invC", "μ", "dμ_dθ")
 
 
 def _family(model: Any) -> str:
-    """The class without ``Aggregated``: the same maths whatever the device layout."""
-    return type(model).__name__.removeprefix("Aggregated")
+    """The class without ``Aggregated``/``Dataset``: the same maths whatever the data layout."""
+    return type(model).__name__.removeprefix("Aggregated").removeprefix("Dataset")
 
 
 def _settings(model: Any) -> dict[str, Any]:

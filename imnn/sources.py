@@ -132,6 +132,12 @@ def numerical(δθ: jax.Array, n_d: int) -> Source:
         n_params = below_above.shape[1]
         flat = below_above.reshape((2 * n_params, *below_above.shape[2:]))
         x_pm = jax.vmap(apply, (None, 0))(w, flat).reshape(2, n_params, -1)
-        return apply(w, d), (x_pm[1] - x_pm[0]).T / δθ
+        return apply(w, d), finite_difference(x_pm, δθ)
 
     return Source(_stored_split(n_d), with_derivative, _apply_to_item)
+
+
+def finite_difference(x_pm: jax.Array, δθ: jax.Array) -> jax.Array:
+    """``dx/dθ: float(n_summaries, n_params)`` from summaries ``x_pm: float(2, n_params, n_summaries)``
+    of one seed's simulations below (``[0]``) and above (``[1]``) ``θ_fid`` by ``δθ/2``."""
+    return (x_pm[1] - x_pm[0]).T / δθ

@@ -12,10 +12,12 @@ from typing import Any
 
 import jax
 
+from .tfrecords import TFRecords
+
 jacrev = jax.jacrev
 jacfwd = jax.jacfwd
 
-__all__ = ["jacfwd", "jacrev", "value_and_jacfwd", "value_and_jacrev", "value_and_jvps"]
+__all__ = ["TFRecords", "jacfwd", "jacrev", "value_and_jacfwd", "value_and_jacrev", "value_and_jvps"]
 
 
 def _with_value_as_aux(fun: Callable, has_aux: bool) -> Callable:
