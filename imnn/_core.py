@@ -137,6 +137,7 @@ class IMNNBase:
         self._validation_data = None if validation_data is None else run.prepare(validation_data)
         # Closures over static configuration, compiled once per model (never bound methods).
         self._chunk = engine.make_chunk(run, self._optimiser, validation_data is not None)
+        self._max_chunk = engine.BUFFER_SIZE if run.traceable else 1
         summaries = jax.jit(run.summaries) if run.traceable else run.summaries
         statistics = jax.jit(lambda x, dx_dθ: _with_inverse_F(fisher.statistics(x, dx_dθ)))
         self._summaries = summaries
@@ -209,7 +210,7 @@ class IMNNBase:
         )
         outcome = engine.run(
             self._chunk, start, settings, self._data, self._validation_data,
-            max_iterations=int(settings.max_iterations), print_rate=print_rate,
+            max_iterations=int(settings.max_iterations), print_rate=print_rate, max_chunk=self._max_chunk,
             on_chunk=None if checkpoint is None else self._checkpointer(checkpoint, checkpoint_every, best),
         )  # fmt: skip
         self._absorb(outcome, best)

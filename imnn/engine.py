@@ -221,6 +221,7 @@ def run(
     max_iterations: int,
     print_rate: int | None,
     on_chunk: Callable[[Outcome], None] | None = None,
+    max_chunk: int = BUFFER_SIZE,
 ) -> Outcome:
     """Drive jitted chunks until early stopping, ``max_iterations``, a NaN or Ctrl-C.
 
@@ -233,6 +234,8 @@ def run(
         print_rate: iterations between progress-bar updates; ``None`` hides the bar
             and sizes chunks to about ``TARGET_CHUNK_SECONDS`` each.
         on_chunk: called after every finished chunk with the outcome so far (reason ``"running"``).
+        max_chunk: most iterations per chunk (1 for slow streaming iterations, so an
+            interruption loses none that finished).
 
     Returns:
         An :class:`Outcome` whose history holds one entry per finished iteration.
@@ -240,7 +243,7 @@ def run(
     history: dict[str, list] = {}
     host_settings = jax.device_get(settings)  # the stop test between chunks runs in numpy
     iteration, patience_count, reason, error = 0, 0, "max_iterations", None
-    n_steps = min(print_rate or 10, BUFFER_SIZE)
+    n_steps = min(print_rate or 10, max_chunk)
     bar = tqdm(total=max_iterations, disable=print_rate is None, leave=True)
     try:
         while iteration < max_iterations:
@@ -269,7 +272,7 @@ def run(
                 break
             if print_rate is None:
                 elapsed = max(time.perf_counter() - started, 1e-6)
-                n_steps = int(np.clip(n * TARGET_CHUNK_SECONDS / elapsed, 1, BUFFER_SIZE))
+                n_steps = int(np.clip(n * TARGET_CHUNK_SECONDS / elapsed, 1, max_chunk))
     except KeyboardInterrupt:
         reason = "interrupted"
     except Exception as caught:  # e.g. a user's simulator failing: keep the progress, then re-raise

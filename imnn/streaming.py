@@ -72,8 +72,6 @@ class Feed:
         cache: bool = False,
     ):
         n_devices = len(devices)
-        if n_total % n_devices:
-            raise ValueError(f"`{name}`: {what} = {n_total} simulations cannot be shared evenly by {n_devices} devices")
         self.name, self.what, self.item_shapes = name, what, list(item_shapes)
         self.n_per_device, self.n_total, self.prefetch, self.cache = n_per_device, n_total, prefetch, cache
         self.sizes = batch_sizes(n_total // n_devices, n_per_device)
@@ -89,12 +87,16 @@ class Feed:
                 f"`{name}` should be a list of one iterator per device ({n_devices} devices) "
                 f"but has {len(iterators)}"
             )
+        if n_total % n_devices:
+            raise ValueError(f"`{name}`: {what} = {n_total} simulations cannot be shared evenly by {n_devices} devices")
         for i, _, it in self.slots:
             if not isinstance(it, Iterator):
                 raise TypeError(f"`{name}[{i}]` should be an iterator (e.g. `iter(...)`) but is {type(it).__name__}")
         self.pending: list[collections.deque] = [collections.deque() for _ in self.slots]
         self.n_taken = 0  # global batches handed out so far
         self.cached: list[Any] = []
+        for slot in range(len(self.slots)):  # the first batches are checked now, before any fit
+            self._read(slot)
 
     @property
     def n_batches(self) -> int:

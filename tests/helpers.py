@@ -94,6 +94,26 @@ def aggregation_pair(kind, n_devices, n_s=203, n_d=101, n_per_device=7, key=1):
     return imnn.IMNN(**arguments), imnn.IMNN(**arguments, **aggregation)
 
 
+def dataset_pair(kind, n_devices, n_s=204, n_d=100, n_per_device=7, key=1, validation=True):
+    """An in-memory IMNN and its dataset twin reading the same data through per-device generators.
+
+    The sizes leave a short last batch on every device, for every kind of batch.
+    """
+    sims = PROBLEM.simulations(jax.random.key(key), n_s, n_d)
+    valid = PROBLEM.simulations(jax.random.key(key + 1), n_s, n_d) if validation else None
+    arguments = common(n_s=n_s, n_d=n_d, model=NoOutputBias(), optimiser=optax.adam(1e-2))
+    in_memory = imnn.IMNN(**arguments, **source_kwargs(kind, sims, valid))
+    make = imnn.loaders.gradient_dataset if kind == "gradient" else imnn.loaders.numerical_dataset
+    iterators = {}
+    for prefix, s in [("", sims)] + ([("validation_", valid)] if validation else []):
+        derivative = s.derivative if kind == "gradient" else s.numerical_derivative
+        iterators |= make(np.asarray(s.fiducial), np.asarray(derivative), n_devices, n_per_device, prefix)
+    devices = jax.devices()[:n_devices]
+    extra = dict(δθ=sims.δθ) if kind == "numerical" else {}
+    dataset = imnn.IMNN(**arguments, **iterators, **extra, host=devices[0], devices=devices, n_per_device=n_per_device)
+    return in_memory, dataset
+
+
 def multihost_results(iterations=4):
     """Fit the aggregated IMNNs over all of ``jax.devices()``; arrays to compare across process layouts."""
     results = {}
@@ -103,4 +123,9 @@ def multihost_results(iterations=4):
         for i, leaf in enumerate(jax.tree.leaves(model.final_w)):
             results[f"{kind}_w{i}"] = np.asarray(jax.device_get(leaf))
         results[f"{kind}_detF"] = model.history["detF"]
+    for kind in STORED:
+        _, model = dataset_pair(kind, len(jax.devices()), validation=False)
+        model.fit(10.0, 0.1, min_iterations=iterations, max_iterations=iterations)
+        results[f"dataset_{kind}_w"] = np.asarray(jax.device_get(jax.tree.leaves(model.final_w)[0]))
+        results[f"dataset_{kind}_detF"] = model.history["detF"]
     return results

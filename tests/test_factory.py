@@ -232,7 +232,7 @@ def test_iterators_without_aggregation():
         imnn.IMNN(**common(), main=[iter([])], remaining=[iter([])])
 
 
-# ---------------------------------------------------------------- not implemented yet
+# ---------------------------------------------------------------- aggregated and dataset classes
 
 
 @pytest.mark.parametrize(
@@ -247,20 +247,44 @@ def test_factory_returns_aggregated_class(kind, cls, sims):
     assert model.devices == jax.devices() and model.n_per_device == 10
 
 
+def _device_iterators(sims, kind, n_devices=2):
+    if kind == "gradient":
+        return imnn.loaders.gradient_dataset(np.asarray(sims.fiducial), np.asarray(sims.derivative), n_devices, 10)
+    return imnn.loaders.numerical_dataset(np.asarray(sims.fiducial), np.asarray(sims.numerical_derivative),
+                                          n_devices, 10) | dict(δθ=sims.δθ)  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "data, name",
+    "kind, cls", [("gradient", imnn.DatasetGradientIMNN), ("numerical", imnn.DatasetNumericalGradientIMNN)]
+)
+def test_factory_returns_dataset_class(kind, cls, sims, validation_sims):
+    aggregation = dict(host=jax.devices()[0], devices=jax.devices()[:2], n_per_device=10)
+    validation = _device_iterators(validation_sims, kind)
+    validation = {f"validation_{name}": its for name, its in validation.items() if name != "δθ"}
+    model = imnn.IMNN(**common(), **_device_iterators(sims, kind), **validation, **aggregation, prefetch=1)
+    assert type(model) is cls
+    assert model.devices == jax.devices()[:2] and model.n_per_device == 10
+    model.fit(**FIT, max_iterations=2)
+    assert len(model.history["val_detF"]) == 2
+
+
+@pytest.mark.parametrize(
+    "data, match",
     [
-        (lambda: dict(main=[iter([])], remaining=[iter([])]), "DatasetGradientIMNN"),
-        (lambda: dict(main=[iter([])]), "DatasetGradientIMNN"),
-        (lambda: dict(fiducial=[iter([])], derivative=[iter([])]), "DatasetGradientIMNN"),
-        (lambda: dict(fiducial=[iter([])], derivative=[iter([])], δθ=jnp.array([0.1, 0.1])),
-         "DatasetNumericalGradientIMNN"),
+        (lambda s: dict(main=_device_iterators(s, "gradient")["main"], fiducial=s.fiducial, derivative=s.derivative),
+         "either `main`/`remaining` iterators or `fiducial`/`derivative`"),
+        (lambda s: _device_iterators(s, "numerical") | dict(derivative=s.numerical_derivative),
+         "`fiducial` are lists of iterators but `derivative` are not"),
+        (lambda s: {k: v for k, v in _device_iterators(s, "numerical").items() if k != "δθ"},
+         "iterators are for numerical derivatives"),
+        (lambda s: _device_iterators(s, "gradient") | dict(δθ=s.δθ), "`δθ` is not used with `main`"),
+        (lambda s: dict(remaining=_device_iterators(s, "gradient")["remaining"]), "`main`"),
     ],
 )  # fmt: skip
-def test_dataset_not_implemented(data, name):
-    aggregation = dict(host=jax.devices()[0], devices=jax.devices(), n_per_device=10)
-    with pytest.raises(NotImplementedError, match=name):
-        imnn.IMNN(**common(), **data(), **aggregation)
+def test_factory_rejects_mixed_dataset_inputs(data, match, sims):
+    aggregation = dict(host=jax.devices()[0], devices=jax.devices()[:2], n_per_device=10)
+    with pytest.raises(ValueError, match=match):
+        imnn.IMNN(**common(), **data(sims), **aggregation)
 
 
 # ---------------------------------------------------------------- keys and states

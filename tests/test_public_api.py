@@ -6,7 +6,11 @@ import pytest
 
 import imnn
 
-CLASSES = [imnn.SimulatorIMNN, imnn.GradientIMNN, imnn.NumericalGradientIMNN]
+CLASSES = [
+    imnn.SimulatorIMNN, imnn.GradientIMNN, imnn.NumericalGradientIMNN,
+    imnn.AggregatedSimulatorIMNN, imnn.AggregatedGradientIMNN, imnn.AggregatedNumericalGradientIMNN,
+    imnn.DatasetGradientIMNN, imnn.DatasetNumericalGradientIMNN,
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", imnn.__all__)
