@@ -203,10 +203,10 @@ def _fingerprint(batch: Any) -> jax.Array:
     """An order-sensitive integer checksum of a batch (exact, so identical batches always match)."""
     total = jnp.uint32(0)
     for leaf in jax.tree.leaves(batch):
-        words = jax.lax.bitcast_convert_type(leaf, jnp.uint8).astype(jnp.uint32).reshape(leaf.shape[0], -1)
+        unsigned = {1: jnp.uint8, 2: jnp.uint16}.get(leaf.dtype.itemsize, jnp.uint32)
+        words = jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)  # 8-byte values: two words
         rows = jnp.arange(1, leaf.shape[0] + 1, dtype=jnp.uint32)
-        columns = jnp.arange(1, words.shape[1] + 1, dtype=jnp.uint32)
-        total += jnp.sum(words * rows[:, None] * columns[None, :])
+        total += jnp.sum(words.reshape(leaf.shape[0], -1).sum(1) * rows)
     return total
 
 
@@ -255,9 +255,11 @@ def streamed(
     def pass_one(w, feeds):
         outputs, fingerprints = [], []
         for feed, fn in zip(feeds, summarise):
-            batches = [] if feed is None else list(feed.one_pass())
-            outputs.append(None if feed is None else [fn(w, b) for b in batches])
-            fingerprints.append([fingerprint(b) for b in batches])
+            outputs.append(None if feed is None else [])
+            fingerprints.append([])
+            for batch in [] if feed is None else feed.one_pass():  # reads overlap the dispatched computations
+                outputs[-1].append(fn(w, batch))
+                fingerprints[-1].append(fingerprint(batch))
         return outputs, fingerprints
 
     def summaries(w, feeds, key):
