@@ -210,6 +210,19 @@ def _fingerprint(batch: Any) -> jax.Array:
     return total
 
 
+def _compiled(fn: Callable) -> Callable:
+    """``jax.jit(fn)``; with several processes, each call also waits for its result.
+
+    Computations dispatched asynchronously can run concurrently, and with several
+    processes their cross-process collectives could then pair up in a different
+    order on each process and deadlock.
+    """
+    compiled = jax.jit(fn)
+    if jax.process_count() == 1:
+        return compiled
+    return lambda *args: jax.block_until_ready(compiled(*args))
+
+
 def streamed(
     streams: Sequence[Stream | None],
     combine: Callable[..., tuple[jax.Array, jax.Array]],
@@ -226,17 +239,17 @@ def streamed(
     def batch_function(stream):
         return lambda w, batch: jax.vmap(stream.per_simulation, (None, None, 0))(apply, w, batch)
 
-    summarise = [None if s is None else jax.jit(batch_function(s)) for s in streams]
+    summarise = [None if s is None else _compiled(batch_function(s)) for s in streams]
 
     def pull_back_fn(stream):
         def pull_back(w, batch, cotangent, total):
             _, vjp = jax.vjp(lambda w: batch_function(stream)(w, batch), w)
             return jax.tree.map(jnp.add, total, vjp(cotangent)[0])
 
-        return jax.jit(pull_back)
+        return _compiled(pull_back)
 
     pull_back = [None if s is None else pull_back_fn(s) for s in streams]
-    fingerprint = jax.jit(_fingerprint)
+    fingerprint = _compiled(_fingerprint)
 
     def in_order(outputs, stream):
         if stream is None:
@@ -249,8 +262,8 @@ def streamed(
     def loss_of(all_outputs, λ, α):
         return fisher.loss(*summaries_of(all_outputs), λ, α)
 
-    jit_summaries_of = jax.jit(summaries_of)
-    loss_and_cotangents = jax.jit(jax.value_and_grad(loss_of, has_aux=True))
+    jit_summaries_of = _compiled(summaries_of)
+    loss_and_cotangents = _compiled(jax.value_and_grad(loss_of, has_aux=True))
 
     def pass_one(w, feeds):
         outputs, fingerprints = [], []
