@@ -189,14 +189,9 @@ class Stream(NamedTuple):
 
 def pass_order(feed: Feed, n_devices: int) -> np.ndarray:
     """Positions in the stacked ``(n_batches, n_devices, n_per_device)`` layout, in global order."""
-    return np.asarray(
-        [
-            (batch * n_devices + device) * feed.n_per_device + row
-            for device in range(n_devices)
-            for batch, size in enumerate(feed.sizes)
-            for row in range(size)
-        ]
-    )
+    batch, row = np.divmod(np.arange(sum(feed.sizes)), feed.n_per_device)  # within one device's share
+    device = np.arange(n_devices)[:, None]
+    return ((batch * n_devices + device) * feed.n_per_device + row).ravel()
 
 
 def _fingerprint(batch: Any) -> jax.Array:
