@@ -71,6 +71,14 @@ def vector(name: str, value: Any, length: int) -> jax.Array:
     return jnp.asarray(array, dtype=jnp.result_type(float))
 
 
+def positive_vector(name: str, value: Any, length: int) -> jax.Array:
+    """:func:`vector`, also requiring every entry ``> 0`` (e.g. finite-difference steps)."""
+    array = vector(name, value, length)
+    if not bool((array > 0).all()):
+        raise ValueError(f"`{name}` (={array.tolist()}) must be positive")
+    return array
+
+
 def array(name: str, value: Any, shape: tuple[int, ...]) -> Any:
     """``value`` itself, if it is a float array of exactly ``shape`` with only finite values.
 

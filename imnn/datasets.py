@@ -211,9 +211,7 @@ class DatasetNumericalGradientIMNN(IMNNBase):
         _check_prefetch_cache(prefetch, cache)
         (n_s, n_d), shape = _counts(n_s, n_d), _checks.input_shape(input_shape)
         n_params = _checks.positive_int("n_params", n_params)
-        self.δθ = _checks.vector("δθ", δθ, n_params)
-        if not bool((self.δθ > 0).all()):
-            raise ValueError(f"`δθ` (={self.δθ.tolist()}) must be positive")
+        self.δθ = _checks.positive_vector("δθ", δθ, n_params)
 
         def kinds(prefix, fiducial, derivative):
             return [

@@ -96,9 +96,7 @@ def numerical_source(
     validation_fiducial: Any = None, validation_derivative: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The summary source, data and checked ``δθ`` of a numerical-gradient IMNN."""
-    δθ = _checks.vector("δθ", δθ, _checks.positive_int("n_params", n_params))
-    if not bool((δθ > 0).all()):
-        raise ValueError(f"`δθ` (={δθ.tolist()}) must be positive")
+    δθ = _checks.positive_vector("δθ", δθ, _checks.positive_int("n_params", n_params))
     data, validation = stored_simulations(
         numerical_layout, n_s, n_d, n_params, input_shape,
         fiducial, derivative, validation_fiducial, validation_derivative,

@@ -107,8 +107,8 @@ class TFRecords:
         if not callable(get_simulation) or given != n_arguments:
             form = "get_simulation(seed)" if fiducial else "get_simulation(seed, derivative, parameter)"
             raise TypeError(f"`get_simulation` should be a function {form} with fiducial={fiducial}")
-        if not fiducial and (isinstance(n_params, bool) or not isinstance(n_params, int) or n_params < 1):
-            raise ValueError(f"`n_params` (={n_params!r}) must be a positive integer for derivative records")
+        if not fiducial:
+            n_params = _n_params(n_params)
         name = filename or ("fiducial" if fiducial else "derivative")
         if validation and filename is None:
             name = f"validation_{name}"
@@ -169,7 +169,7 @@ class TFRecords:
 
 def _n_params(n_params: Any) -> int:
     if isinstance(n_params, bool) or not isinstance(n_params, int) or n_params < 1:
-        raise ValueError(f"`n_params` (={n_params!r}) must be a positive integer (e.g. functools.partial)")
+        raise ValueError(f"`n_params` (={n_params!r}) must be a positive integer")
     return n_params
 
 
