@@ -8,7 +8,7 @@ are evaluated), :mod:`imnn.loaders` (per-device iterators over arrays on disk) a
 :mod:`imnn.engine` (the fit loop).
 """
 
-from . import aggregation, engine, executors, fisher, loaders, plotting, sources, streaming, utils
+from . import aggregation, engine, executors, fisher, lfi, loaders, plotting, sources, streaming, utils
 from .adapters import OptimiserState
 from .aggregated import AggregatedGradientIMNN, AggregatedNumericalGradientIMNN, AggregatedSimulatorIMNN
 from .datasets import DatasetGradientIMNN, DatasetNumericalGradientIMNN
@@ -34,6 +34,7 @@ __all__ = [
     "engine",
     "executors",
     "fisher",
+    "lfi",
     "loaders",
     "plotting",
     "sources",

@@ -43,6 +43,15 @@ class GaussianMeanVariance(NamedTuple):
         μ, Σ = θ[0], θ[1]
         return μ + jnp.sqrt(Σ) * jax.random.normal(key, (self.n_data,))
 
+    def simulate_batch(self, key: jax.Array, θ: jax.Array) -> jax.Array:
+        """Simulations float(n, n_data), one at each row of ``θ`` float(n, 2) (the LFI simulator signature)."""
+        return jax.vmap(self.simulator)(jax.random.split(key, θ.shape[0]), θ)
+
+    def log_likelihood(self, θ: jax.Array, data: jax.Array) -> jax.Array:
+        """Exact ``ln p(data | θ)`` float(...) for θ float(..., 2) and data float(n_data)."""
+        μ, Σ = θ[..., 0:1], θ[..., 1:2]
+        return jnp.sum(-0.5 * jnp.log(2 * jnp.pi * Σ) - (data - μ) ** 2 / (2 * Σ), axis=-1)
+
     def fisher(self, θ: tuple[float, float] | None = None) -> jax.Array:
         """The analytic Fisher matrix, float(2, 2)."""
         Σ = (self.θ_fid if θ is None else θ)[1]

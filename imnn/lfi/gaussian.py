@@ -1,0 +1,75 @@
+"""The Gaussian approximation to the posterior: N(θ̂, F⁻¹) around each quasi-maximum-likelihood estimate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import marginals as _marginals
+from .base import LikelihoodFreeInference
+
+
+def per_target(name: str, value: Any, n_targets: int, n_params: int) -> np.ndarray:
+    """A (n_params, n_params) matrix, a list of them or float(n_targets, n_params, n_params) → the stacked form."""
+    matrices = np.asarray(np.stack(value) if isinstance(value, (list, tuple)) else value, dtype=float)
+    if matrices.shape == (n_params, n_params):
+        matrices = np.broadcast_to(matrices, (n_targets, n_params, n_params))
+    if matrices.shape != (n_targets, n_params, n_params):
+        raise ValueError(
+            f"`{name}` should have shape ({n_params}, {n_params}) or ({n_targets}, {n_params}, {n_params}) "
+            f"(one per target) but has {matrices.shape}"
+        )
+    if not np.all(np.isfinite(matrices)):
+        raise ValueError(f"`{name}` contains non-finite values")
+    if not np.allclose(matrices, np.swapaxes(matrices, -1, -2), rtol=1e-5, atol=1e-8) or np.any(
+        np.linalg.eigvalsh(matrices) <= 0
+    ):
+        raise ValueError(f"`{name}` must be symmetric positive definite")
+    return matrices
+
+
+class GaussianApproximation(LikelihoodFreeInference):
+    """Posterior ≈ N(θ̂, F⁻¹) for each target's estimate θ̂, on the prior's grid.
+
+    The Fisher matrix bounds the variance of any unbiased estimator, so this is the
+    tightest Gaussian consistent with the information in the summaries; it ignores
+    the prior's shape and any non-Gaussianity of the posterior.
+
+    Args:
+        parameter_estimates: float(n_params) or float(n_targets, n_params), e.g.
+            ``model.get_estimate(target_data)``.
+        invF: float(n_params, n_params) — ``model.invF`` — or one per target.
+        prior: see :class:`LikelihoodFreeInference`.
+        gridsize: grid points per parameter.
+        ranges: ``[(low, high), …]`` grid bounds when the prior has none.
+
+    Attributes:
+        parameter_estimates: float(n_targets, n_params).
+        invF: float(n_targets, n_params, n_params).
+        marginals: the Gaussian's 1-D and 2-D marginals on the grid (see the base class).
+    """
+
+    def __init__(
+        self,
+        parameter_estimates: Any,
+        invF: Any,
+        prior: Any,
+        gridsize: int | Sequence[int] = 100,
+        ranges: Sequence[Sequence[float]] | None = None,
+    ):
+        super().__init__(prior, gridsize, ranges=ranges)
+        estimates = np.asarray(parameter_estimates, dtype=float)
+        estimates = estimates[None] if estimates.ndim == 1 else estimates
+        if estimates.ndim != 2 or estimates.shape[1] != self.n_params:
+            raise ValueError(
+                f"`parameter_estimates` should have shape ({self.n_params},) or (n_targets, {self.n_params}) "
+                f"but has {np.shape(parameter_estimates)}"
+            )
+        if not np.all(np.isfinite(estimates)):
+            raise ValueError("`parameter_estimates` contains non-finite values")
+        self.parameter_estimates = estimates
+        self.n_targets = estimates.shape[0]
+        self.invF = per_target("invF", invF, self.n_targets, self.n_params)
+        self.marginals = _marginals.gaussian(self.parameter_estimates, self.invF, self.ranges)
