@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jupytext
 import nbclient
+import numpy as np
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
@@ -34,16 +35,73 @@ def execute(name, tmp_path):
     return text, images
 
 
+SCIENCE = ["2d_field_inference", "additive_noise", "imnn_vs_regression", "lfi_mean_and_variance"]
+
+
 def test_every_notebook_is_tested():
-    assert sorted(p.stem for p in NOTEBOOKS.glob("*.py")) == sorted(PER_CLASS)
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.py")) == sorted(PER_CLASS + SCIENCE)
 
 
 @pytest.mark.parametrize("name", PER_CLASS)
-def test_class_notebook_reaches_the_analytic_fisher_information(name, tmp_path, monkeypatch):
+@pytest.fixture(autouse=True)
+def inline_figures(monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel inherits it; notebooks draw inline
+
+
+def test_class_notebook_reaches_the_analytic_fisher_information(name, tmp_path):
     text, images = execute(name, tmp_path)
     assert "analytic |F| = 50.0" in text
     detF = float(re.search(r"\|F\| of the summaries on 10 000 new simulations: ([\d.]+)", text).group(1))
     # 300 iterations of a small network: well on the way to, and never above, the analytic 50
     assert 25 < detF < 52, detF
+    assert images >= 1
+
+
+def numbers(pattern, text):
+    return [float(v) for v in re.search(pattern, text).groups()]
+
+
+def test_gaussian_random_field_reaches_a_fraction_of_the_analytic_fisher_and_infers_the_target(tmp_path):
+    text, images = execute("2d_field_inference", tmp_path)
+    (analytic,) = numbers(r"analytic \|F\| = ([\d.]+) on a 16×16 grid", text)
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(16) * 16, np.fft.fftfreq(16) * 16)).ravel()[1:]  # k ≠ 0
+    dlnP = np.stack([np.ones_like(k), -np.log(k)])  # ∂lnP/∂A = 1/A (A = 1), ∂lnP/∂B = −ln k
+    assert analytic == pytest.approx(np.linalg.det(0.5 * dlnP @ dlnP.T), rel=1e-4)
+    measured, fraction = numbers(r"\|F\| of the summaries: ([\d.]+) = ([\d.]+)% of the analytic", text)
+    assert measured / analytic == pytest.approx(fraction / 100, rel=1e-2)
+    assert 40 < fraction < 105, fraction  # 400 iterations on 16×16 fields reach about 60 %
+    for method in ("ABC", "PMC"):  # the target was simulated at (A, B) = (0.8, 0.8)
+        A, σ_A, B, σ_B = numbers(rf"{method}: A = ([\d.]+) ± ([\d.]+), B = ([\d.]+) ± ([\d.]+)", text)
+        assert abs(A - 0.8) < 3 * σ_A and abs(B - 0.8) < 3 * σ_B, (method, A, B)
+    assert images >= 3
+
+
+def test_additive_noise_imnn_beats_the_naive_summaries(tmp_path):
+    text, _ = execute("additive_noise", tmp_path)
+    (analytic,) = numbers(r"with the noise = ([\d.]+)", text)
+    (naive,) = numbers(r"\|F\| of the sample mean and variance: ([\d.]+)", text)
+    (imnn,) = numbers(r"\|F\| of the IMNN summaries: ([\d.]+)", text)
+    assert naive < 0.6 * analytic and 0.75 * analytic < imnn < 1.05 * analytic, (naive, imnn, analytic)
+
+
+def test_imnn_vs_regression_compares_fisher_and_posteriors(tmp_path):
+    text, _ = execute("imnn_vs_regression", tmp_path)
+    imnn, regression = numbers(r"IMNN ([\d.]+)   regression ([\d.]+)", text)
+    assert 20 < imnn < 52 and 10 < regression < 52
+    exact = numbers(r"exact: +μ = ([-+\d.]+) ± ([\d.]+)   Σ = ([\d.]+) ± ([\d.]+)", text)
+    for name in ("IMNN", "regression"):
+        μ, σ_μ, Σ, σ_Σ = numbers(rf"{name}: μ = ([-+\d.]+) ± ([\d.]+)   Σ = ([\d.]+) ± ([\d.]+)", text)
+        assert abs(μ - exact[0]) < 0.6 * exact[1] and abs(Σ - exact[2]) < 0.6 * exact[3], name
+        assert 0.5 < σ_μ / exact[1] < 1.5 and 0.5 < σ_Σ / exact[3] < 1.5, name
+
+
+def test_lfi_notebook_compares_every_method_with_the_exact_posterior(tmp_path):
+    text, images = execute("lfi_mean_and_variance", tmp_path)
+    rows = re.findall(r"(exact|ABC|PMC|flow): μ = ([-+\d.]+) ± ([\d.]+)   Σ = ([\d.]+) ± ([\d.]+)", text)
+    assert len(rows) == 3 * 4
+    for target in range(3):
+        (_, *exact), *methods = [[name, *map(float, values)] for name, *values in rows[4 * target : 4 * target + 4]]
+        for name, μ, σ_μ, Σ, σ_Σ in methods:  # small budgets: means within 0.6 σ, σ within ±50 % of exact
+            assert abs(μ - exact[0]) < 0.6 * exact[1] and abs(Σ - exact[2]) < 0.6 * exact[3], (name, target)
+            assert 0.5 < σ_μ / exact[1] < 1.5 and 0.5 < σ_Σ / exact[3] < 1.5, (name, target)
     assert images >= 1
