@@ -92,8 +92,8 @@ class DatasetGradientIMNN(IMNNBase):
     """:class:`imnn.GradientIMNN` streaming its simulations from per-device iterators.
 
     Args:
-        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser,
-        key_or_state: as for :class:`imnn.SimulatorIMNN`.
+        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state:
+            as for :class:`imnn.SimulatorIMNN`.
         main: list (one per device) of iterators yielding ``(fiducial, derivative)``
             batches of shapes ``(n_per_device, *input_shape)`` and
             ``(n_per_device, *input_shape, n_params)``: each device's share of the ``n_d``
@@ -169,8 +169,8 @@ class DatasetNumericalGradientIMNN(IMNNBase):
     """:class:`imnn.NumericalGradientIMNN` streaming its simulations from per-device iterators.
 
     Args:
-        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser,
-        key_or_state: as for :class:`imnn.SimulatorIMNN`.
+        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state:
+            as for :class:`imnn.SimulatorIMNN`.
         fiducial: list (one per device) of iterators yielding ``(n_per_device, *input_shape)``
             batches: each device's share of the ``n_s`` fiducial simulations.
         derivative: list of iterators yielding ``(n_per_device, *input_shape)`` batches of

@@ -160,8 +160,8 @@ class GradientIMNN(IMNNBase):
     set, early stopping monitors the validation |F|.
 
     Args:
-        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser,
-        key_or_state: as for :class:`SimulatorIMNN`.
+        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state:
+            as for :class:`SimulatorIMNN`.
         fiducial: float(n_s, *input_shape) — simulations at ``θ_fid``.
         derivative: float(n_d, *input_shape, n_params) — ``dd/dθ`` of the first ``n_d``.
         validation_fiducial, validation_derivative: a second set of the same shapes.
@@ -198,8 +198,8 @@ class NumericalGradientIMNN(IMNNBase):
     """IMNN fitted on stored simulations with derivatives by finite differences.
 
     Args:
-        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser,
-        key_or_state: as for :class:`SimulatorIMNN`.
+        n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state:
+            as for :class:`SimulatorIMNN`.
         fiducial: float(n_s, *input_shape) — simulations at ``θ_fid``.
         derivative: float(n_d, 2, n_params, *input_shape) — ``[:, 0, p]`` simulated at
             ``θ_fid − δθ/2`` and ``[:, 1, p]`` at ``θ_fid + δθ/2`` in parameter ``p`` only,

@@ -139,11 +139,12 @@ class LikelihoodFreeInference:
     ) -> np.ndarray:
         """Corner scatter plot of points per target (default: the accepted parameters).
 
+        Arguments not listed are as in :meth:`marginal_plot`.
+
         Args:
             points: per target float(n, n_params) (default ``self.parameters.accepted``).
             hist: histograms of each coordinate on the diagonal.
             s, alpha: marker size and opacity.
-            Others as in :meth:`marginal_plot`.
 
         Returns:
             The (n_params, n_params) array of axes.
