@@ -309,6 +309,18 @@ def test_npe_simulation_based_calibration(npe, compressor):
         assert np.all(np.abs(counts - expected) < band), (parameter, counts)
 
 
+def test_npe_leaves_out_failed_simulations_with_a_warning(compressor, targets):
+    def failing(key, θ):  # NaN simulations for μ > 1.5
+        return jnp.where(θ[:, :1] > 1.5, jnp.nan, PROBLEM.simulate_batch(key, θ))
+
+    npe = imnn.lfi.NeuralPosteriorEstimation(targets, prior(), failing, compressor.get_estimate)
+    with pytest.warns(UserWarning, match="simulations have non-finite summaries and are left out"):
+        npe(jax.random.key(7), n_simulations=400, n_samples=10, max_epochs=1, show_progress=False)
+    assert 0 < npe.training[0].shape[0] < 400 and bool(jnp.all(npe.training[0][:, 0] <= 1.5))
+    with pytest.raises(ValueError, match="`summaries` contains .* non-finite"):
+        npe(jax.random.key(7), parameters=np.zeros((3, 2)), summaries=np.full((3, 2), np.nan))
+
+
 # ---------------------------------------------------------------- plotting
 def test_corner_plots(abc, pmc, npe, compressor, targets):
     ga = imnn.lfi.GaussianApproximation(compressor.get_estimate(targets), compressor.invF, prior())
