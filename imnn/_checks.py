@@ -118,3 +118,22 @@ def output_shape(name: str, fn: Any, args: tuple, expected: tuple[int, ...], wha
         raise ValueError(f"`{name}` failed when applied to {what}: {error}") from error
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(expected):
         raise ValueError(f"`{name}` should return shape {expected} for {what} but returns {_shape_of(out)}")
+
+
+def matrices_per_target(name: str, value: Any, n_targets: int, n_params: int) -> np.ndarray:
+    """A (n_params, n_params) matrix, a list of them or float(n_targets, n_params, n_params) → the stacked form."""
+    matrices = np.asarray(np.stack(value) if isinstance(value, (list, tuple)) else value, dtype=float)
+    if matrices.shape == (n_params, n_params):
+        matrices = np.broadcast_to(matrices, (n_targets, n_params, n_params))
+    if matrices.shape != (n_targets, n_params, n_params):
+        raise ValueError(
+            f"`{name}` should have shape ({n_params}, {n_params}) or ({n_targets}, {n_params}, {n_params}) "
+            f"(one per target) but has {matrices.shape}"
+        )
+    if not np.all(np.isfinite(matrices)):
+        raise ValueError(f"`{name}` contains non-finite values")
+    if not np.allclose(matrices, np.swapaxes(matrices, -1, -2), rtol=1e-5, atol=1e-8) or np.any(
+        np.linalg.eigvalsh(matrices) <= 0
+    ):
+        raise ValueError(f"`{name}` must be symmetric positive definite")
+    return matrices

@@ -15,7 +15,6 @@ from .. import _checks
 from .._core import accepts_ascii_aliases
 from . import marginals as _marginals
 from .base import LikelihoodFreeInference
-from .gaussian import per_target
 from .simulate import F_distance, container, distances_to_targets, euclidean_distance, from_prior, simulations
 
 
@@ -68,7 +67,7 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
                     f"`F` weights distances between parameter estimates, but the compressor returns {self.n_summaries} "
                     f"summaries for {self.n_params} parameters: pass F=None or a `distance_measure`"
                 )
-            self.F = jnp.asarray(per_target("F", F, self.n_targets, self.n_params))
+            self.F = jnp.asarray(_checks.matrices_per_target("F", F, self.n_targets, self.n_params))
         else:
             self.F = jnp.broadcast_to(jnp.eye(self.n_summaries), (self.n_targets, self.n_summaries, self.n_summaries))
         if distance_measure is not None and not callable(distance_measure):

@@ -7,27 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import _checks
 from . import marginals as _marginals
 from .base import LikelihoodFreeInference
-
-
-def per_target(name: str, value: Any, n_targets: int, n_params: int) -> np.ndarray:
-    """A (n_params, n_params) matrix, a list of them or float(n_targets, n_params, n_params) → the stacked form."""
-    matrices = np.asarray(np.stack(value) if isinstance(value, (list, tuple)) else value, dtype=float)
-    if matrices.shape == (n_params, n_params):
-        matrices = np.broadcast_to(matrices, (n_targets, n_params, n_params))
-    if matrices.shape != (n_targets, n_params, n_params):
-        raise ValueError(
-            f"`{name}` should have shape ({n_params}, {n_params}) or ({n_targets}, {n_params}, {n_params}) "
-            f"(one per target) but has {matrices.shape}"
-        )
-    if not np.all(np.isfinite(matrices)):
-        raise ValueError(f"`{name}` contains non-finite values")
-    if not np.allclose(matrices, np.swapaxes(matrices, -1, -2), rtol=1e-5, atol=1e-8) or np.any(
-        np.linalg.eigvalsh(matrices) <= 0
-    ):
-        raise ValueError(f"`{name}` must be symmetric positive definite")
-    return matrices
 
 
 class GaussianApproximation(LikelihoodFreeInference):
@@ -71,5 +53,5 @@ class GaussianApproximation(LikelihoodFreeInference):
             raise ValueError("`parameter_estimates` contains non-finite values")
         self.parameter_estimates = estimates
         self.n_targets = estimates.shape[0]
-        self.invF = per_target("invF", invF, self.n_targets, self.n_params)
+        self.invF = _checks.matrices_per_target("invF", invF, self.n_targets, self.n_params)
         self.marginals = _marginals.gaussian(self.parameter_estimates, self.invF, self.ranges)

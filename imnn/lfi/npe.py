@@ -20,7 +20,7 @@ import numpy as np
 from .. import _checks
 from . import marginals as _marginals
 from .base import LikelihoodFreeInference
-from .priors import _bounds
+from .priors import support_bounds
 from .simulate import container, from_prior, simulations
 
 
@@ -146,7 +146,7 @@ class NeuralPosteriorEstimation(LikelihoodFreeInference):
             )
             θ, x = θ[finite], x[finite]
         self.training = (θ, x)
-        bounds = _bounds(self.prior)
+        bounds = support_bounds(self.prior)
         self._maps = (standardiser(θ, *(bounds or (None, None))), standardiser(x))
         flow = self.flow if self.flow is not None else default_flow(flow_key, self.n_params, self.n_summaries)
         self.flow, self.losses = fit_to_data(

@@ -55,7 +55,7 @@ def as_prior(prior: Any, ranges: Sequence[Sequence[float]] | None = None) -> Pri
                 f"`prior` should have a `{method}` method (e.g. numpyro.distributions.Uniform(low, high)"
                 f".to_event(1)) but {type(prior).__name__} has none"
             )
-    bounds = _checked_ranges(ranges) if ranges is not None else _bounds(prior)
+    bounds = _checked_ranges(ranges) if ranges is not None else support_bounds(prior)
     n_params = _event_size(prior)
     if bounds is None:
         raise ValueError(
@@ -98,7 +98,7 @@ def _event_size(prior: Any) -> int | None:
     return int(shape[0])
 
 
-def _bounds(distribution: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def support_bounds(distribution: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """Finite ``low``/``high`` of ``distribution`` or of the distributions it wraps."""
     seen = 0
     while distribution is not None and seen < 16:
