@@ -42,12 +42,12 @@ def test_every_notebook_is_tested():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.py")) == sorted(PER_CLASS + SCIENCE)
 
 
-@pytest.mark.parametrize("name", PER_CLASS)
 @pytest.fixture(autouse=True)
 def inline_figures(monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel inherits it; notebooks draw inline
 
 
+@pytest.mark.parametrize("name", PER_CLASS)
 def test_class_notebook_reaches_the_analytic_fisher_information(name, tmp_path):
     text, images = execute(name, tmp_path)
     assert "analytic |F| = 50.0" in text
