@@ -155,7 +155,7 @@ class LikelihoodFreeInference:
                 raise ValueError(f"{type(self).__name__} has no accepted samples yet: run it first or pass `points`")
         ranges = self.ranges if ranges is None else ranges
         targets = corner.targets_to_plot(target, len(points))
-        ax = corner.setup(len(ranges), ranges, ax, axis_labels, figsize, format or ax is None)
+        ax = self.setup_plot(ax, ranges, axis_labels, figsize, format)
         corner.plot_points(ax, ranges, points, targets, corner.colours_for(colours, len(targets)),
                            hist, s, alpha, linestyle, label)  # fmt: skip
         corner.legend(ax, ncol, bbox_to_anchor)
