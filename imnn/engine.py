@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -21,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import fisher
+from . import _checks, fisher
 from .adapters import Optimiser
-from .executors import Executor
+from .executors import Executor, exclusive
 
 BUFFER_SIZE = 1000  # most iterations in one chunk (history buffer length)
 TARGET_CHUNK_SECONDS = 1.0  # chunk wall time aimed at when no print_rate is given
@@ -174,7 +173,7 @@ def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Call
 
         return jax.lax.while_loop(keep_going, iterate, _start(state, iteration, patience_count, validate))
 
-    return jax.jit(chunk)
+    return exclusive(chunk)  # on several devices the loop holds collectives
 
 
 def _host_loop(evaluate: Callable, advance: Callable, validate: bool) -> Callable[..., Chunk]:
@@ -280,17 +279,15 @@ def run(
     finally:
         bar.close()
     if reason == "interrupted":
-        warnings.warn(
+        _checks.warn(
             f"fit interrupted after {iteration} iterations; the history and best weights "
-            "up to the last finished chunk are kept",
-            stacklevel=3,
+            "up to the last finished chunk are kept"
         )
     if reason == "nonfinite":
-        warnings.warn(
+        _checks.warn(
             f"the loss or the updated weights became non-finite at iteration {iteration + 1} (a singular "
             "covariance or Fisher matrix, e.g. summaries that do not vary or carry no information, or "
-            "non-finite simulations); fitting stopped and the weights and history before it are kept",
-            stacklevel=3,
+            "non-finite simulations); fitting stopped and the weights and history before it are kept"
         )
     return _outcome(state, history, iteration, reason)._replace(error=error)
 

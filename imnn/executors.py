@@ -44,6 +44,28 @@ def _identity(tree: Any) -> Any:
     return tree
 
 
+def exclusive(fn: Callable) -> Callable:
+    """``jax.jit(fn)`` for a program with cross-device collectives, run with nothing else in flight.
+
+    Each call waits for its inputs, then for its result. JAX dispatches asynchronously,
+    and a runtime is free to start the devices' shares of independent programs in any
+    order: two programs with collectives in flight at once can then each hold some
+    devices at a rendezvous that the other's shares never reach (XLA:CPU aborts the
+    process after a timeout; NCCL issued in different orders, or gloo across
+    processes, hangs). A program run alone cannot wait on another, so programs with
+    collectives go through here, and everything dispatched freely (per-batch work in
+    :mod:`imnn.streaming`) has none.
+    """
+    compiled = jax.jit(fn)
+
+    def call(*args):
+        jax.block_until_ready(args)
+        return jax.block_until_ready(compiled(*args))
+
+    call._cache_size = compiled._cache_size  # for compile counts in benchmarks
+    return call
+
+
 def in_memory(source: Source, apply: Callable) -> Executor:
     """All simulations through the network at once, differentiated with ``jax.value_and_grad``."""
     summaries = functools.partial(summarise, source, apply)

@@ -23,11 +23,28 @@ from typing import Any
 import numpy as np
 
 
-def _repeat(arrays: tuple[Any, ...], start: int, stop: int, n_per_device: int) -> Iterator[Any]:
-    while True:
-        for first in range(start, stop, n_per_device):
-            batch = tuple(np.array(a[first : min(first + n_per_device, stop)]) for a in arrays)
-            yield batch if len(batch) > 1 else batch[0]
+class _Repeating:
+    """Rows ``start:stop`` of ``arrays`` in batches of ``n_per_device``, over and over.
+
+    An iterator object rather than a generator: the position moves on only once a
+    batch has been read whole, so an interrupt or a read error part-way (Ctrl-C
+    while the disk is slow) leaves it where it was, and the next ``next`` reads the
+    same batch again (a generator would have ended for good).
+    """
+
+    def __init__(self, arrays: tuple[Any, ...], start: int, stop: int, n_per_device: int):
+        self.arrays, self.start, self.stop, self.n_per_device = arrays, start, stop, n_per_device
+        self.position = start
+
+    def __iter__(self) -> _Repeating:
+        return self
+
+    def __next__(self) -> Any:
+        first = self.position
+        last = min(first + self.n_per_device, self.stop)
+        batch = tuple(np.array(a[first:last]) for a in self.arrays)
+        self.position = self.start if last == self.stop else last
+        return batch if len(batch) > 1 else batch[0]
 
 
 def batches(arrays: Any, n_devices: int, n_per_device: int, start: int = 0, stop: int | None = None) -> list[Iterator]:
@@ -51,7 +68,7 @@ def batches(arrays: Any, n_devices: int, n_per_device: int, start: int = 0, stop
     if (stop - start) % n_devices:
         raise ValueError(f"{stop - start} rows cannot be shared evenly by {n_devices} devices")
     share = (stop - start) // n_devices
-    return [_repeat(arrays, start + i * share, start + (i + 1) * share, n_per_device) for i in range(n_devices)]
+    return [_Repeating(arrays, start + i * share, start + (i + 1) * share, n_per_device) for i in range(n_devices)]
 
 
 def gradient_dataset(
