@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
+import sys
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .adapters import is_prng_key
+from .adapters import describe, is_prng_key, typed_key
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+INT32_MAX = 2**31 - 1
+
+
+def _inside_package(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(PACKAGE_DIR + os.sep)
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by this function's caller point outside ``imnn``.
+
+    Counts the frames from the caller of ``warnings.warn`` (level 1) up to the first
+    one whose file is not in the ``imnn`` package: the user's line.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and _inside_package(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the user's line: the first caller outside ``imnn``."""
+    warnings.warn(message, category, stacklevel=caller_stacklevel())
 
 
 def _shape_of(value: Any) -> str:
@@ -33,7 +62,7 @@ def non_negative_int(name: str, value: Any) -> int:
 def positive_float(name: str, value: Any) -> float:
     """``value`` as a ``float`` if it is a finite real number ``> 0``."""
     if isinstance(value, bool) or (not isinstance(value, numbers.Real) and not _is_scalar_array(value)):
-        raise TypeError(f"`{name}` should be a positive number but is {type(value).__name__}")
+        raise TypeError(f"`{name}` should be a positive number, e.g. 0.1, but is {describe(value)}")
     number = float(value)
     if not np.isfinite(number) or number <= 0:
         raise ValueError(f"`{name}` (={number!r}) must be a finite number > 0")
@@ -58,66 +87,171 @@ def input_shape(value: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in value)
 
 
-def vector(name: str, value: Any, length: int) -> jax.Array:
-    """A finite float vector of shape ``(length,)`` (lists and tuples are accepted)."""
+def vector(name: str, value: Any, length: int, counted_by: str = "n_params") -> jax.Array:
+    """A finite float vector of shape ``(length,)`` (lists and tuples are accepted).
+
+    ``counted_by`` names the argument that sets ``length``, for the error message.
+    """
     try:
         array = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
         raise TypeError(f"`{name}` should be an array of {length} numbers but is {value!r}") from None
     if array.shape != (length,):
-        raise ValueError(f"`{name}` should have shape ({length},) but has {array.shape}")
+        raise ValueError(
+            f"`{name}` should have shape ({counted_by},) = ({length},) but has {array.shape}: "
+            f"change `{name}` or `{counted_by}`"
+        )
     if not np.all(np.isfinite(array)):
         raise ValueError(f"`{name}` (={value!r}) must be finite")
     return jnp.asarray(array, dtype=jnp.result_type(float))
 
 
-def positive_vector(name: str, value: Any, length: int) -> jax.Array:
+def positive_vector(name: str, value: Any, length: int, counted_by: str = "n_params") -> jax.Array:
     """:func:`vector`, also requiring every entry ``> 0`` (e.g. finite-difference steps)."""
-    array = vector(name, value, length)
+    array = vector(name, value, length, counted_by)
     if not bool((array > 0).all()):
-        raise ValueError(f"`{name}` (={array.tolist()}) must be positive")
+        raise ValueError(f"`{name}` (={array.tolist()}) must be positive (every entry > 0)")
     return array
 
 
-def array(name: str, value: Any, shape: tuple[int, ...]) -> Any:
+def array(name: str, value: Any, shape: tuple[int, ...], layout: str | None = None) -> Any:
     """``value`` itself, if it is a float array of exactly ``shape`` with only finite values.
 
+    ``layout`` spells ``shape`` in argument names (``"(n_s, *input_shape)"``) for the message.
     It stays where the user put it (numpy or jax); executors decide where data lives.
     """
+    expected = f"{layout} = {tuple(shape)}" if layout else str(tuple(shape))
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-        raise TypeError(f"`{name}` should be an array of shape {shape} but is {type(value).__name__}")
+        raise TypeError(f"`{name}` should be an array of shape {expected} but is {describe(value)}")
     if tuple(value.shape) != tuple(shape):
-        raise ValueError(f"`{name}` should have shape {shape} but has {tuple(value.shape)}")
+        raise ValueError(f"`{name}` should have shape {expected} but has {tuple(value.shape)}")
     if not jnp.issubdtype(value.dtype, jnp.floating):
-        raise TypeError(f"`{name}` should be an array of floats but has dtype {value.dtype}")
-    n_bad = int(np.size(value) - np.count_nonzero(np.isfinite(np.asarray(value))))
-    if n_bad:
-        raise ValueError(f"`{name}` contains {n_bad} non-finite values (NaN or inf)")
+        raise TypeError(
+            f"`{name}` should be an array of floats but has dtype {value.dtype}: convert it, e.g. "
+            f"`{name}.astype(np.float32)`"
+        )
+    bad = ~np.isfinite(np.asarray(value))
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"`{name}` contains {int(bad.sum())} non-finite values (NaN or inf), the first at index {first}: "
+            "every value must be finite"
+        )
+    return value
+
+
+def same_dtype(arrays: Sequence[tuple[str, Any]]) -> None:
+    """Check that the named arrays share one dtype (as JAX will hold them: float64 is float32 without x64).
+
+    Mixed precision (e.g. float16 ``fiducial`` with float32 ``derivative``) would otherwise fail
+    deep inside the fit's ``jax.jvp``.
+    """
+    named = [(name, jax.dtypes.canonicalize_dtype(value.dtype)) for name, value in arrays if value is not None]
+    for name, dtype in named[1:]:
+        if dtype != named[0][1]:
+            first, first_dtype = named[0]
+            raise TypeError(
+                f"`{name}` has dtype {dtype} but `{first}` has dtype {first_dtype}: give all simulations in "
+                f"one floating-point precision, e.g. `{name}.astype({str(first_dtype)!r})`"
+            )
+
+
+def iteration_count(name: str, value: Any, minimum: int = 0) -> int:
+    """``value`` as an ``int`` in ``[minimum, 2**31 - 1]`` (iteration counts are int32 in the fit loop)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _error(value, f"`{name}` (={value!r}) must be an integer ≥ {minimum}")
+    if value < minimum:
+        raise ValueError(f"`{name}` (={value!r}) must be an integer ≥ {minimum}")
+    if value > INT32_MAX:
+        raise ValueError(f"`{name}` (={value!r}) must be at most 2**31 - 1 = {INT32_MAX}")
+    return int(value)
+
+
+class Default(int):
+    """An ``int`` default that a check can tell apart from the same number given by the user."""
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+
+def iteration_limits(patience: Any, min_iterations: Any, max_iterations: Any) -> tuple[int, int, int]:
+    """Checked ``(patience, min_iterations, max_iterations)`` of a fit.
+
+    ``patience ≥ 1``; a ``min_iterations`` given by the user must not exceed
+    ``max_iterations``, while the :class:`Default` one is capped at it.
+    """
+    patience = iteration_count("patience", patience, minimum=1)
+    max_iterations = iteration_count("max_iterations", max_iterations)
+    if isinstance(min_iterations, Default):
+        return patience, min(int(min_iterations), max_iterations), max_iterations
+    min_iterations = iteration_count("min_iterations", min_iterations)
+    if min_iterations > max_iterations:
+        raise ValueError(
+            f"`min_iterations` (={min_iterations}) must not exceed `max_iterations` (={max_iterations}): "
+            "lower `min_iterations` or raise `max_iterations`"
+        )
+    return patience, min_iterations, max_iterations
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` as a ``bool`` if it is ``True``/``False`` (numpy bools too; not strings or numbers)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` should be True or False but is {describe(value)}")
+    return bool(value)
+
+
+def n_per_device(value: Any, n_s: int, n_devices: int) -> int:
+    """``value`` as an ``int`` from 1 up to ``ceil(n_s / n_devices)``, the largest batch the data can fill.
+
+    A larger batch only pads every device with copies of earlier simulations.
+    """
+    value = positive_int("n_per_device", value)
+    largest = math.ceil(n_s / n_devices)
+    if value > largest:
+        raise ValueError(
+            f"`n_per_device` (={value}) is larger than `n_s` (={n_s}) simulations spread over {n_devices} "
+            f"device(s) can fill: at most ceil(n_s / n_devices) = {largest} is useful (more only adds padding); "
+            "lower `n_per_device`"
+        )
     return value
 
 
 def key(name: str, value: Any) -> jax.Array:
     """A PRNG key, new-style (``jax.random.key``) or old-style (``jax.random.PRNGKey``).
 
-    Old-style keys are wrapped as typed keys (same random numbers), so switching
-    style between calls does not recompile.
+    Old-style keys — ``uint32[2]`` (threefry) or ``uint32[4]`` (rbg), as jax or numpy
+    arrays — are wrapped as typed keys (same random numbers), so switching style
+    between calls does not recompile.
     """
     if not is_prng_key(value):
         raise TypeError(
-            f"`{name}` should be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)) "
-            f"but is {type(value).__name__} {_shape_of(value)}"
+            f"`{name}` should be a PRNG key (jax.random.key(0), or jax.random.PRNGKey(0): uint32 of "
+            f"shape (2,) or (4,)) but is {describe(value)}"
         )
-    return value if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(value)
+    return typed_key(value)
 
 
-def output_shape(name: str, fn: Any, args: tuple, expected: tuple[int, ...], what: str) -> None:
-    """Check, without running it, that ``fn(*args)`` returns an array of shape ``expected``."""
+def output_shape(
+    name: str, fn: Any, args: tuple, expected: tuple[int, ...], what: str, fix: str = "", floats: bool = False
+) -> None:
+    """Check, without running it, that ``fn(*args)`` returns an array of shape ``expected``.
+
+    Args:
+        fix: what to change when the shape differs, appended to the message.
+        floats: also require a floating-point dtype.
+    """
     try:
         out = jax.eval_shape(fn, *args)
     except Exception as error:
         raise ValueError(f"`{name}` failed when applied to {what}: {error}") from error
+    suffix = f": {fix}" if fix else ""
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(expected):
-        raise ValueError(f"`{name}` should return shape {expected} for {what} but returns {_shape_of(out)}")
+        raise ValueError(f"`{name}` should return shape {expected} for {what} but returns {_shape_of(out)}{suffix}")
+    if floats and not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(
+            f"`{name}` should return floats for {what} but returns dtype {out.dtype}: "
+            f"convert its output, e.g. `.astype(jnp.float32)`"
+        )
 
 
 def matrices_per_target(name: str, value: Any, n_targets: int, n_params: int) -> np.ndarray:

@@ -10,7 +10,6 @@ import copy
 import functools
 import os
 import unicodedata
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks, engine, executors, fisher, persistence, plotting
+from . import _checks, engine, executors, fisher, interrupts, persistence, plotting
 from .adapters import OptimiserState, as_network, as_optimiser, initial_state
 from .sources import Source
 
@@ -116,7 +115,7 @@ class IMNNBase:
             )
         self.input_shape = _checks.input_shape(input_shape)
         self.θ_fid = _checks.vector("θ_fid", θ_fid, self.n_params)
-        self.verbose = bool(verbose)
+        self.verbose = _checks.boolean("verbose", verbose)
         self._needs_key = needs_key
 
         self._network = as_network(model, self.input_shape)
@@ -125,6 +124,7 @@ class IMNNBase:
         _checks.output_shape(
             "model", self._network.apply, (self.state.params, jnp.zeros(self.input_shape)),
             (self.n_summaries,), f"one simulation of shape {self.input_shape}",
+            fix=f"change the model's output size or `n_summaries` (={self.n_summaries})",
         )  # fmt: skip
         self.initial_w = self.final_w = self.best_w = self.w = self.state.params
         self.history = _empty_history(validation_data is not None)
@@ -138,8 +138,9 @@ class IMNNBase:
         # Closures over static configuration, compiled once per model (never bound methods).
         self._chunk = engine.make_chunk(run, self._optimiser, validation_data is not None)
         self._max_chunk = engine.BUFFER_SIZE if run.traceable else 1
-        summaries = jax.jit(run.summaries) if run.traceable else run.summaries
-        statistics = jax.jit(lambda x, dx_dθ: _with_inverse_F(fisher.statistics(x, dx_dθ)))
+        # Called from Python on data that may span devices: one program at a time (see executors.exclusive).
+        summaries = executors.exclusive(run.summaries) if run.traceable else run.summaries
+        statistics = executors.exclusive(lambda x, dx_dθ: _with_inverse_F(fisher.statistics(x, dx_dθ)))
         self._summaries = summaries
         self._statistics = lambda w, data, key: statistics(*summaries(w, data, key))
         self._estimate = jax.jit(lambda w, d, stats: fisher.estimate(jax.vmap(apply, (None, 0))(w, d), stats, θ_fid))
@@ -152,7 +153,7 @@ class IMNNBase:
         ϵ: float,
         rng: jax.Array | None = None,
         patience: int = 100,
-        min_iterations: int = 100,
+        min_iterations: int = _checks.Default(100),
         max_iterations: int = 100000,
         print_rate: int | None = None,
         best: bool = True,
@@ -166,9 +167,10 @@ class IMNNBase:
             ϵ: closeness to the identity at which regularisation switches off (> 0), e.g. 0.1.
             rng: PRNG key; required by simulator-based IMNNs (fresh simulations each iteration).
             patience: iterations after ``min_iterations`` without a new maximum of the
-                monitored |F| (validation |F| when a validation set exists) before stopping.
-            min_iterations: iterations always run in this call.
-            max_iterations: most iterations in this call.
+                monitored |F| (validation |F| when a validation set exists) before stopping (≥ 1).
+            min_iterations: iterations always run in this call (the default 100 is capped at
+                ``max_iterations``; a larger value given explicitly is an error).
+            max_iterations: most iterations in this call (at most 2**31 - 1).
             print_rate: show a progress bar updated every ``print_rate`` iterations.
             best: afterwards use the weights of the highest monitored |F| (else the last).
             checkpoint: save the model there (see :meth:`save`) every ``checkpoint_every``
@@ -185,19 +187,26 @@ class IMNNBase:
         if ϵ * (λ - 1) + ϵ**2 / (1 + ϵ) <= 0:
             raise ValueError(f"`λ` (={λ}) and `ϵ` (={ϵ}) give an undefined α: ϵ(λ − 1) + ϵ²/(1 + ϵ) must be > 0")
         if rng is None and self._needs_key:
-            raise ValueError(f"`rng` must be a PRNG key: {type(self).__name__} draws fresh simulations every iteration")
+            raise ValueError(
+                f"`rng` must be a PRNG key, e.g. rng=jax.random.key(0): {type(self).__name__} draws fresh "
+                "simulations every iteration"
+            )
         key = jax.random.key(0) if rng is None else _checks.key("rng", rng)
         if print_rate is not None:
             print_rate = _checks.positive_int("print_rate", print_rate)
         checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
+        best = _checks.boolean("best", best)
+        patience, min_iterations, max_iterations = _checks.iteration_limits(patience, min_iterations, max_iterations)
         dtype = jnp.result_type(float)
         settings = engine.Settings(
             λ=jnp.asarray(λ, dtype),
             α=jnp.asarray(fisher.alpha(λ, ϵ), dtype),
-            patience=jnp.int32(_checks.non_negative_int("patience", patience)),
-            min_iterations=jnp.int32(_checks.non_negative_int("min_iterations", min_iterations)),
-            max_iterations=jnp.int32(_checks.non_negative_int("max_iterations", max_iterations)),
+            patience=jnp.int32(patience),
+            min_iterations=jnp.int32(min_iterations),
+            max_iterations=jnp.int32(max_iterations),
         )
+        if checkpoint is not None:  # a bad path fails now, not after the first `checkpoint_every` iterations
+            persistence.check_path(checkpoint)
         start = self._place(
             engine.FitState(
                 w=self.state.params,
@@ -208,37 +217,53 @@ class IMNNBase:
                 key=key,
             )
         )
+        saver = None if checkpoint is None else self._checkpointer(checkpoint, checkpoint_every, best)
         outcome = engine.run(
             self._chunk, start, settings, self._data, self._validation_data,
             max_iterations=int(settings.max_iterations), print_rate=print_rate, max_chunk=self._max_chunk,
-            on_chunk=None if checkpoint is None else self._checkpointer(checkpoint, checkpoint_every, best),
+            on_chunk=saver,
         )  # fmt: skip
-        self._absorb(outcome, best)
-        if outcome.error is not None:  # the progress is kept; the statistics no longer match `w`
-            self.F = self.invF = self.C = self.invC = self.μ = self.dμ_dθ = None
-            if checkpoint is not None:
-                self.save(checkpoint)
+        with interrupts.deferred():  # the new weights and their (cleared) statistics go together
+            self._absorb(outcome, best)
+            self._clear_statistics()  # they belonged to the previous weights
+        if saver is not None:  # the progress, before anything else that can fail or be interrupted
+            saver(outcome, final=True)
+        if outcome.error is not None:  # the progress is kept and saved; then the error is the user's
             raise outcome.error
         if self.verbose and outcome.reason in ("converged", "max_iterations"):
             why = "early stopping" if outcome.reason == "converged" else "max_iterations reached"
             max_detF = self.history["max_detF"]
             print(f"{type(self).__name__}: {outcome.iterations} iterations ({why}), max |F| = {max_detF:.4g}")
         self.set_F_statistics(self.w, key=jax.random.split(outcome.state.key)[1])
-        if checkpoint is not None:
-            self.save(checkpoint)
+        if checkpoint is not None:  # again, now with the statistics
+            self._save_checkpoint(checkpoint)
         return self
 
-    def _checkpointer(self, path: str | os.PathLike, every: int, best: bool) -> Callable[[engine.Outcome], None]:
-        saved_at = [0]
+    def _clear_statistics(self) -> None:
+        self.F = self.invF = self.C = self.invC = self.μ = self.dμ_dθ = None
 
-        def save_progress(outcome: engine.Outcome) -> None:
+    def _save_checkpoint(self, path: str | os.PathLike) -> None:
+        with interrupts.deferred():  # a Ctrl-C during the write would otherwise lose this save
+            self.save(path)
+
+    def _checkpointer(self, path: str | os.PathLike, every: int, best: bool) -> Callable[..., None]:
+        """``save_progress(outcome, final=False)``: during the fit every ``every`` iterations of
+        ``outcome`` (absorbed into a snapshot, the model is untouched); ``final`` once the model has
+        absorbed the outcome, unless the last periodic save already holds it."""
+        saved_at = [0, False]  # iterations at the last save, and whether there was one
+
+        def save_progress(outcome: engine.Outcome, final: bool = False) -> None:
+            if final:
+                if not (saved_at[1] and saved_at[0] == outcome.iterations):
+                    self._save_checkpoint(path)
+                return
             if outcome.iterations - saved_at[0] >= every:
                 snapshot = copy.copy(self)
                 snapshot.history = History(self.history)
                 snapshot._absorb(outcome, best)
-                snapshot.F = snapshot.invF = snapshot.C = snapshot.invC = snapshot.μ = snapshot.dμ_dθ = None
-                snapshot.save(path)
-                saved_at[0] = outcome.iterations
+                snapshot._clear_statistics()
+                snapshot._save_checkpoint(path)
+                saved_at[:] = [outcome.iterations, True]
 
         return save_progress
 
@@ -276,13 +301,13 @@ class IMNNBase:
         stats, invF = self._statistics(w, self._data_for(validate), self._key_for(key))
         F = np.asarray(stats.F)
         if not np.all(np.isfinite(F)) or np.linalg.det(F) <= 0:
-            warnings.warn(
-                "the Fisher matrix is singular or not finite at these weights: estimates will not be meaningful",
-                stacklevel=2,
+            _checks.warn(
+                "the Fisher matrix is singular or not finite at these weights: estimates will not be meaningful"
             )
-        self.w = w
-        self.F, self.C, self.invC, self.dμ_dθ, self.μ = stats
-        self.invF = invF
+        with interrupts.deferred():  # the weights and their statistics change together
+            self.w = w
+            self.F, self.C, self.invC, self.dμ_dθ, self.μ = stats
+            self.invF = invF
         return self
 
     def get_summaries(self, w: Any = None, key: jax.Array | None = None, validate: bool = False):

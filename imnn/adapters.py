@@ -8,12 +8,14 @@ optimiser becomes an :class:`Optimiser` — ``init(params) -> opt_state`` and
 
 from __future__ import annotations
 
+import numbers
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.example_libraries.optimizers import OptimizerState
 
@@ -110,13 +112,45 @@ def as_optimiser(optimiser: Any) -> Optimiser:
     )
 
 
+def describe(value: Any) -> str:
+    """A short description of ``value`` for error messages: ``float32 array of shape (2, 3)``, ``0``, ``'key'``."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"{value.dtype} array of shape {tuple(value.shape)}"
+    if isinstance(value, (numbers.Number, str, type(None))):
+        return repr(value)
+    return type(value).__name__
+
+
+# Raw key data of the built-in implementations: jax.random.PRNGKey(0) under each default impl.
+KEY_DATA_SHAPES = {"threefry2x32": (2,), "rbg": (4,), "unsafe_rbg": (4,)}
+IMPL_FOR_SHAPE = {(2,): "threefry2x32", (4,): "rbg"}
+
+
 def is_prng_key(value: Any) -> bool:
-    """True for a new-style typed key or an old-style ``uint32[2]`` key."""
-    if not isinstance(value, (jax.Array, jnp.ndarray)):
+    """True for a new-style typed key or raw key data: ``uint32[2]`` (threefry) or ``uint32[4]`` (rbg).
+
+    Raw key data may be a jax or a numpy array (e.g. ``np.asarray(jax.random.PRNGKey(0))``).
+    """
+    if not isinstance(value, (jax.Array, np.ndarray)):
         return False
     if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
         return value.shape == ()
-    return value.dtype == jnp.uint32 and value.shape == (2,)
+    return value.dtype == np.uint32 and tuple(value.shape) in IMPL_FOR_SHAPE
+
+
+def typed_key(value: Any) -> jax.Array:
+    """A typed key from a key accepted by :func:`is_prng_key` (same random numbers).
+
+    Raw key data is wrapped with the default implementation when its shape fits it
+    (``jax_default_prng_impl``), else with the implementation its shape implies:
+    ``(2,)`` → ``threefry2x32``, ``(4,)`` → ``rbg``.
+    """
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        return value
+    shape = tuple(value.shape)
+    default = jax.config.jax_default_prng_impl
+    impl = default if KEY_DATA_SHAPES.get(default) == shape else IMPL_FOR_SHAPE[shape]
+    return jax.random.wrap_key_data(jnp.asarray(value), impl=impl)
 
 
 def initial_state(network: Network, optimiser: Any, wrapped: Optimiser, key_or_state: Any) -> OptimiserState:
@@ -130,9 +164,9 @@ def initial_state(network: Network, optimiser: Any, wrapped: Optimiser, key_or_s
     if isinstance(key_or_state, OptimizerState) and not isinstance(optimiser, optax.GradientTransformation):
         return OptimiserState(optimiser[2](key_or_state), key_or_state, jnp.zeros((), jnp.int32))
     if is_prng_key(key_or_state):
-        params = network.init(key_or_state)
+        params = network.init(typed_key(key_or_state))
         return OptimiserState(params, wrapped.init(params), jnp.zeros((), jnp.int32))
     raise TypeError(
-        "`key_or_state` should be a PRNG key (jax.random.key or jax.random.PRNGKey) or a "
-        f"previous `state` of an IMNN, but is {type(key_or_state).__name__}"
+        "`key_or_state` should be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)) or a "
+        f"previous `state` of an IMNN, but is {describe(key_or_state)}"
     )

@@ -51,20 +51,21 @@ def batching(host: Any, devices: Any, n_per_device: Any) -> tuple[tuple[jax.Devi
 def aggregated_executor(host: Any, devices: Any, n_per_device: Any, n_s: Any, n_d: Any) -> Callable:
     """Check the aggregation arguments and return the executor factory for :class:`IMNNBase`."""
     devices, n_per_device = batching(host, devices, n_per_device)
+    n_s = _checks.positive_int("n_s", n_s)
     return functools.partial(
         aggregation.aggregated,
         devices=devices,
-        n_per_device=n_per_device,
-        n_s=_checks.positive_int("n_s", n_s),
+        n_per_device=_checks.n_per_device(n_per_device, n_s, len(devices)),
+        n_s=n_s,
         n_d=_checks.positive_int("n_d", n_d),
     )
 
 
 def check_compatibility_flags(prefetch: Any, cache: Any) -> None:
+    """Check the reference's tf.data flags: ``prefetch`` None or an integer, ``cache`` a bool."""
     if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, numbers.Integral)):
-        raise TypeError(f"`prefetch` should be None or an integer but is {prefetch!r}")
-    if not isinstance(cache, bool):
-        raise TypeError(f"`cache` should be True or False but is {cache!r}")
+        raise TypeError(f"`prefetch` should be None or an integer, e.g. 2, but is {prefetch!r}")
+    _checks.boolean("cache", cache)
 
 
 class AggregatedSimulatorIMNN(IMNNBase):

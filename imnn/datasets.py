@@ -132,6 +132,7 @@ class DatasetGradientIMNN(IMNNBase):
         devices, n_per_device = batching(host, devices, n_per_device)
         _check_prefetch_cache(prefetch, cache)
         (n_s, n_d), shape = _counts(n_s, n_d), _checks.input_shape(input_shape)
+        n_per_device = _checks.n_per_device(n_per_device, n_s, len(devices))
         shapes = [shape, (*shape, _checks.positive_int("n_params", n_params))]
 
         def kinds(prefix, main, remaining):
@@ -210,6 +211,7 @@ class DatasetNumericalGradientIMNN(IMNNBase):
         devices, n_per_device = batching(host, devices, n_per_device)
         _check_prefetch_cache(prefetch, cache)
         (n_s, n_d), shape = _counts(n_s, n_d), _checks.input_shape(input_shape)
+        n_per_device = _checks.n_per_device(n_per_device, n_s, len(devices))
         n_params = _checks.positive_int("n_params", n_params)
         self.δθ = _checks.positive_vector("δθ", δθ, n_params)
 

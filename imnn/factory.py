@@ -27,8 +27,26 @@ def _is_iterator_list(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, Iterator) for v in value)
 
 
+def _kind(value: Any) -> str:
+    """``list of ndarray``, ``ndarray``, … for messages about what was given instead of iterators."""
+    if isinstance(value, (list, tuple)) and value:
+        return f"a {type(value).__name__} of {type(value[0]).__name__}"
+    return type(value).__name__
+
+
 STORED = ("fiducial", "derivative", "validation_fiducial", "validation_derivative")
 ITERATORS = ("main", "remaining", "validation_main", "validation_remaining")
+
+
+def _check_not_empty(values: dict[str, Any]) -> None:
+    """An empty list or tuple for any data argument is an error naming it (it cannot hold one iterator per device)."""
+    for name, value in values.items():
+        if isinstance(value, (list, tuple)) and len(value) == 0:
+            instead = "" if name in ITERATORS else " (or an array of simulations)"
+            raise ValueError(
+                f"`{name}` is an empty {type(value).__name__}: give a list of iterators, one per device "
+                f"(as many as `devices`){instead}"
+            )
 
 
 def _source_kind(given: dict[str, bool], δθ: Any) -> str:
@@ -54,31 +72,43 @@ def _source_kind(given: dict[str, bool], δθ: Any) -> str:
             )
         return "gradient"
     if given["fiducial"] != given["derivative"]:
-        raise ValueError("`fiducial` and `derivative` must be given together")
+        missing = "derivative" if given["fiducial"] else "fiducial"
+        raise ValueError(f"`fiducial` and `derivative` must be given together: `{missing}` is missing")
     if not given["fiducial"]:
         raise ValueError("give `simulator`, or `fiducial` and `derivative` (with `δθ` for numerical derivatives)")
     return "numerical" if δθ is not None else "gradient"
 
 
+def _missing(values: dict[str, Any]) -> str:
+    """The names whose value is ``None``, as ```a`, `b``` (empty when none is)."""
+    return ", ".join(f"`{name}`" for name, value in values.items() if value is None)
+
+
 def _executor_kind(
     arrays: dict[str, Any], host: Any, devices: Any, n_per_device: Any, cache: Any, prefetch: Any
 ) -> str:
+    """``"dataset"`` (iterator lists), ``"aggregated"`` (``host``, ``devices``, ``n_per_device``) or ``"in memory"``."""
     iterators = [name for name, value in arrays.items() if _is_iterator_list(value)]
     if iterators or arrays["main"] is not None:
         stored = [name for name, value in arrays.items() if value is not None and name not in iterators]
+        if not iterators:
+            raise TypeError(f"`main` should be a list of iterators, one per device, but is {_kind(arrays['main'])}")
         if stored and not (arrays["main"] is not None and stored == ["remaining"]):
+            are, not_ = ("is a list", "is") if len(iterators) == 1 else ("are lists", "are")
             raise ValueError(
-                f"{', '.join(f'`{n}`' for n in iterators)} are lists of iterators but "
-                f"{', '.join(f'`{n}`' for n in stored)} are not: give all as lists of iterators, one per device"
+                f"{', '.join(f'`{n}`' for n in iterators)} {are} of iterators but "
+                f"{', '.join(f'`{n}`' for n in stored)} {not_} not: give all as lists of iterators, one per device"
             )
-        if None in (host, devices, n_per_device):
-            raise ValueError("iterator datasets need `host`, `devices` and `n_per_device`")
+        missing = _missing({"host": host, "devices": devices, "n_per_device": n_per_device})
+        if missing:
+            raise ValueError(f"iterator datasets need `host`, `devices` and `n_per_device` (missing {missing})")
         return "dataset"
     aggregation = {"host": host, "devices": devices, "n_per_device": n_per_device}
     given = [name for name, value in aggregation.items() if value is not None]
     if given and len(given) < 3:
-        missing = [name for name in aggregation if name not in given]
-        raise ValueError(f"aggregation needs `host`, `devices` and `n_per_device` together (missing {missing})")
+        raise ValueError(
+            f"aggregation needs `host`, `devices` and `n_per_device` together (missing {_missing(aggregation)})"
+        )
     if not given and (cache is not None or prefetch is not None):
         raise ValueError(
             "`cache` and `prefetch` only apply to aggregated and dataset IMNNs (with `host`, `devices`, `n_per_device`)"
@@ -133,6 +163,11 @@ def IMNN(
         "validation_derivative": validation_derivative is not None,
         "validation_main": validation_main is not None, "validation_remaining": validation_remaining is not None,
     }  # fmt: skip
+    _check_not_empty(
+        dict(fiducial=fiducial, derivative=derivative, main=main, remaining=remaining,
+             validation_fiducial=validation_fiducial, validation_derivative=validation_derivative,
+             validation_main=validation_main, validation_remaining=validation_remaining)
+    )  # fmt: skip
     source = _source_kind(given, δθ)
     arrays = {"fiducial": fiducial, "derivative": derivative, "main": main, "remaining": remaining}
     executor = _executor_kind(arrays, host, devices, n_per_device, cache, prefetch)
@@ -151,7 +186,7 @@ def IMNN(
     if executor != "in memory":
         common.update(host=host, devices=devices, n_per_device=n_per_device)
         if source != "simulator":
-            common.update(prefetch=prefetch, cache=bool(cache))
+            common.update(prefetch=prefetch, cache=False if cache is None else cache)
     if source == "simulator":
         return cls(**common, simulator=simulator)
     if cls is DatasetGradientIMNN:

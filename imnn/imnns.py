@@ -27,6 +27,12 @@ def numerical_layout(n_d: int, n_params: int, shape: tuple[int, ...]) -> tuple[i
     return (n_d, 2, n_params, *shape)
 
 
+LAYOUT_NAMES = {
+    gradient_layout: "(n_d, *input_shape, n_params)",
+    numerical_layout: "(n_d, 2, n_params, *input_shape)",
+}
+
+
 def stored_simulations(
     layout: Callable[[int, int, tuple[int, ...]], tuple[int, ...]],
     n_s: int,
@@ -44,15 +50,23 @@ def stored_simulations(
 
     def check(fid, der, prefix=""):
         return (
-            _checks.array(f"{prefix}fiducial", fid, (n_s, *shape)),
-            _checks.array(f"{prefix}derivative", der, layout(n_d, n_params, shape)),
+            _checks.array(f"{prefix}fiducial", fid, (n_s, *shape), "(n_s, *input_shape)"),
+            _checks.array(f"{prefix}derivative", der, layout(n_d, n_params, shape), LAYOUT_NAMES.get(layout)),
         )
 
     given = (validation_fiducial is not None, validation_derivative is not None)
     if any(given) and not all(given):
-        raise ValueError("`validation_fiducial` and `validation_derivative` must be given together")
+        missing = "validation_derivative" if given[0] else "validation_fiducial"
+        raise ValueError(
+            f"`validation_fiducial` and `validation_derivative` must be given together: `{missing}` is missing"
+        )
+    training = check(fiducial, derivative)
     validation = check(validation_fiducial, validation_derivative, "validation_") if all(given) else None
-    return check(fiducial, derivative), validation
+    _checks.same_dtype(
+        [("fiducial", fiducial), ("derivative", derivative),
+         ("validation_fiducial", validation_fiducial), ("validation_derivative", validation_derivative)]
+    )  # fmt: skip
+    return training, validation
 
 
 def simulator_source(
@@ -73,7 +87,10 @@ def simulator_source(
     n_s, n_d = _checks.positive_int("n_s", n_s), _checks.positive_int("n_d", n_d)
     θ = _checks.vector("θ_fid", θ_fid, _checks.positive_int("n_params", n_params))
     shape = _checks.input_shape(input_shape)
-    _checks.output_shape("simulator", simulator, (jax.random.key(0), θ), shape, "a key and `θ_fid`")
+    _checks.output_shape(
+        "simulator", simulator, (jax.random.key(0), θ), shape, "a key and `θ_fid`",
+        fix=f"change `simulator` or `input_shape` (={shape})", floats=True,
+    )  # fmt: skip
     mode = sources.simulator_mode(derivative_mode, θ.shape[0], _checks.positive_int("n_summaries", n_summaries),
                                   math.prod(shape))  # fmt: skip
     return dict(source=sources.simulator(simulator, θ, n_s, n_d, mode), data=None, needs_key=True)

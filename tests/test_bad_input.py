@@ -7,6 +7,11 @@ warning keeping the best weights and a finite history.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -246,7 +251,7 @@ class LinenThree(nn.Module):
     ids=["stax-3", "linen-3", "stax-flatten"],
 )
 def test_model_output_not_n_summaries(kind, model, sims):
-    with pytest.raises(ValueError, match=r"`model`.*\(2,\)"):
+    with pytest.raises(ValueError, match=r"`model`.*\(2,\).*`n_summaries` \(=2\)"):
         build(kind, sims, common_overrides=dict(model=model()))
 
 
@@ -509,3 +514,206 @@ def test_loss_nan_from_the_first_iteration(sims):
     assert model.history["max_detF"] == -np.inf
     for a, b in zip(jax.tree.leaves(model.w), jax.tree.leaves(model.initial_w)):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- dtypes, keys, counts and flags
+
+
+@pytest.mark.parametrize("kind", STORED)
+@pytest.mark.parametrize("low", [jnp.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+def test_mixed_precision_fiducial_and_derivative(kind, low, sims):
+    kwargs = data(kind, sims)
+    with pytest.raises(TypeError, match=r"`derivative` has dtype float32 but `fiducial` has dtype (b?float16)"):
+        build(kind, sims, fiducial=jnp.asarray(kwargs["fiducial"], low))
+
+
+@pytest.mark.parametrize("kind", STORED)
+def test_mixed_precision_validation_and_training(kind, sims):
+    value = jnp.asarray(data(kind, sims, validation=True)["validation_fiducial"], jnp.float16)
+    with pytest.raises(TypeError, match=r"`validation_fiducial` has dtype float16 but `fiducial` has dtype float32"):
+        build(kind, sims, validation=True, validation_fiducial=value)
+
+
+def test_mixed_precision_float64_under_x64(sims):
+    kwargs = data("gradient", sims)
+    with jax.enable_x64(True):
+        with pytest.raises(TypeError, match=r"`derivative` has dtype float32 but `fiducial` has dtype float64"):
+            build("gradient", sims, fiducial=np.asarray(kwargs["fiducial"], np.float64))
+
+
+def test_numpy_float64_with_float32_accepted_without_x64(sims):
+    """Without x64 JAX holds float64 as float32, so the precisions agree."""
+    kwargs = data("gradient", sims)
+    build("gradient", sims, fiducial=np.asarray(kwargs["fiducial"], np.float64))
+
+
+def test_numpy_key_data_accepted(sims):
+    model = build("gradient", sims, common_overrides=dict(key_or_state=np.asarray(jax.random.PRNGKey(0))))
+    reference = build("gradient", sims, common_overrides=dict(key_or_state=jax.random.key(0)))
+    for a, b in zip(jax.tree.leaves(model.initial_w), jax.tree.leaves(reference.initial_w)):
+        np.testing.assert_array_equal(a, b)
+    model.fit(**FIT, max_iterations=2, rng=np.asarray(jax.random.PRNGKey(3)))
+    assert len(model.history["detF"]) == 2
+    assert imnn._checks.key("rng", np.asarray(jax.random.PRNGKey(3))) == jax.random.key(3)
+
+
+def test_rbg_key_data_accepted_under_threefry(sims):
+    rbg_data = jax.random.key_data(jax.random.key(0, impl="rbg"))  # uint32[4]
+    model = build("gradient", sims, common_overrides=dict(key_or_state=rbg_data))
+    assert jax.random.key_impl(imnn._checks.key("rng", np.asarray(rbg_data))) == jax.random.key_impl(
+        jax.random.key(0, impl="rbg")
+    )
+    model.fit(**FIT, max_iterations=1, rng=np.asarray(rbg_data))
+    assert len(model.history["detF"]) == 1
+
+
+RBG_SCRIPT = """
+import jax, sys
+sys.path.insert(0, "tests")
+from helpers import PROBLEM, common, source_kwargs
+import imnn
+key = jax.random.PRNGKey(0)
+assert key.shape == (4,), key.shape
+sims = PROBLEM.simulations(jax.random.key(1), 100, 50)
+model = imnn.IMNN(**common(key_or_state=key), **source_kwargs("gradient", sims))
+rng = imnn._checks.key("rng", jax.random.PRNGKey(1))  # what fit(rng=...) does
+assert rng.shape == () and "rbg" in str(jax.random.key_impl(rng)), jax.random.key_impl(rng)
+print("built")
+"""
+
+
+def test_legacy_keys_under_rbg_default():
+    """``jax.random.PRNGKey(0)`` is uint32[4] when JAX_DEFAULT_PRNG_IMPL=rbg (set before jax is imported)."""
+    root = pathlib.Path(__file__).parent.parent
+    env = {**os.environ, "JAX_DEFAULT_PRNG_IMPL": "rbg", "XLA_FLAGS": ""}
+    result = subprocess.run([sys.executable, "-c", RBG_SCRIPT], cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "built" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["patience", "min_iterations", "max_iterations"])
+def test_fit_counts_beyond_int32(name, gradient_model):
+    with pytest.raises(ValueError, match=rf"`{name}` \(=2147483648\).*2\*\*31 - 1"):
+        gradient_model.fit(**{**FIT, "max_iterations": 2, name: 2**31})
+    assert len(gradient_model.history["detF"]) == 0
+
+
+def test_fit_min_iterations_above_max_iterations(gradient_model):
+    with pytest.raises(ValueError, match=r"`min_iterations` \(=10\).*`max_iterations` \(=5\)"):
+        gradient_model.fit(λ=10.0, ϵ=0.1, min_iterations=10, max_iterations=5)
+    assert len(gradient_model.history["detF"]) == 0
+
+
+def test_fit_default_min_iterations_capped_at_max_iterations(gradient_model):
+    gradient_model.fit(λ=10.0, ϵ=0.1, max_iterations=3)
+    assert len(gradient_model.history["detF"]) == 3
+
+
+def test_fit_patience_zero(gradient_model):
+    with pytest.raises(ValueError, match=r"`patience` \(=0\).*≥ 1"):
+        gradient_model.fit(**FIT, patience=0)
+    assert len(gradient_model.history["detF"]) == 0
+
+
+@pytest.mark.parametrize("value", ["False", 0, None], ids=["string", "int", "None"])
+def test_fit_best_not_a_bool(value, gradient_model):
+    with pytest.raises(TypeError, match="`best`"):
+        gradient_model.fit(**FIT, max_iterations=2, best=value)
+    assert len(gradient_model.history["detF"]) == 0
+
+
+def test_fit_best_numpy_bool(gradient_model):
+    gradient_model.fit(**FIT, max_iterations=2, best=np.bool_(False))
+    assert gradient_model.w is gradient_model.final_w
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_verbose_not_a_bool(kind, sims):
+    with pytest.raises(TypeError, match="`verbose`.*'no'"):
+        build(kind, sims, common_overrides=dict(verbose="no"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_n_per_device_beyond_the_data(kind, sims):
+    devices = jax.devices()
+    aggregation = dict(host=devices[0], devices=devices, n_per_device=10**6)
+    largest = -(-N_S // len(devices))
+    pattern = rf"`n_per_device` \(=1000000\).*`n_s` \(=100\).*{len(devices)} device.*{largest}"
+    with pytest.raises(ValueError, match=pattern):
+        build(kind, sims, **aggregation)
+    build(kind, sims, **{**aggregation, "n_per_device": largest})  # the largest useful value is fine
+
+
+@pytest.mark.parametrize(
+    "simulator",
+    [lambda key, θ: jax.random.randint(key, INPUT_SHAPE, 0, 10), lambda key, θ: jnp.zeros(INPUT_SHAPE, bool)],
+    ids=["int", "bool"],
+)
+def test_simulator_returns_integers(simulator):
+    with pytest.raises(TypeError, match="`simulator` should return floats.*(int32|bool)"):
+        imnn.IMNN(**common(), simulator=simulator)
+
+
+@pytest.mark.parametrize("name", ["main", "remaining", "validation_main", "fiducial"])
+def test_empty_iterator_list(name):
+    devices = jax.devices()
+    arguments = dict(main=[iter([])], host=devices[0], devices=devices, n_per_device=10) | {name: []}
+    with pytest.raises(ValueError, match=rf"`{name}` is an empty list: give a list of iterators, one per device"):
+        imnn.IMNN(**common(), **arguments)
+
+
+def test_main_not_a_list_of_iterators(sims):
+    devices = jax.devices()
+    with pytest.raises(TypeError, match="`main` should be a list of iterators.*ndarray"):
+        imnn.IMNN(**common(), main=np.asarray(sims.fiducial), host=devices[0], devices=devices, n_per_device=10)
+
+
+# ---------------------------------------------------------------- warnings point at the caller
+
+
+def test_nan_warning_points_at_the_caller(sims):
+    model = build("gradient", sims, common_overrides=dict(optimiser=blow_up_at(3, 1e30)))
+    with pytest.warns(UserWarning, match="non-finite") as record:
+        model.fit(**FIT, max_iterations=50)
+    assert [w.filename for w in record] == [__file__] * len(record)
+
+
+def test_singular_fisher_warning_points_at_the_caller(sims):
+    init_fn, apply_fn = stax_model()
+    model = build("gradient", sims, common_overrides=dict(model=(init_fn, lambda w, d: apply_fn(w, d) * 0.0)))
+    with pytest.warns(UserWarning, match="singular") as record:
+        model.set_F_statistics()
+    assert record[0].filename == __file__
+
+
+# ---------------------------------------------------------------- ABC with failing simulations
+
+
+def nan_above_half(key, θ):
+    """Noisy θ as summaries, NaN where θ₀ > 0.5."""
+    x = θ + 0.1 * jax.random.normal(key, θ.shape)
+    return jnp.where(θ[:, :1] > 0.5, jnp.nan, x)
+
+
+def small_abc():
+    import numpyro.distributions as dist
+
+    prior = dist.Uniform(jnp.zeros(2), jnp.ones(2)).to_event(1)
+    return imnn.lfi.ApproximateBayesianComputation(jnp.array([0.2, 0.5]), prior, nan_above_half, lambda x: x,
+                                                   gridsize=10)  # fmt: skip
+
+
+def test_abc_drops_non_finite_simulations():
+    abc = small_abc()
+    with pytest.warns(UserWarning, match=r"\d+ of 200 simulations have non-finite summaries.*dropped") as record:
+        abc(ϵ=0.3, rng=jax.random.key(0), n_samples=200)
+    assert record[0].filename == __file__
+    assert 0 < abc.parameters.size < 200
+    assert np.all(np.isfinite(abc.summaries.all)) and np.all(abc.parameters.all[:, 0] <= 0.5)
+    assert abc.parameters.n_accepted[0] > 0
+
+
+def test_abc_premade_non_finite_summaries_named():
+    abc = small_abc()
+    with pytest.raises(ValueError, match="`summaries`"):
+        abc(ϵ=0.3, parameters=np.zeros((3, 2)), summaries=np.full((3, 2), np.nan))

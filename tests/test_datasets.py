@@ -207,7 +207,8 @@ def test_iterators_that_do_not_repeat_the_same_sims_are_an_error(sims):
 @pytest.mark.parametrize(
     "overrides, match",
     [(dict(prefetch=-1), "`prefetch`"), (dict(prefetch=1.5), "`prefetch`"), (dict(cache=1), "`cache`"),
-     (dict(host="cpu"), "`host`"), (dict(n_per_device=0), "`n_per_device`")],
+     (dict(host="cpu"), "`host`"), (dict(n_per_device=0), "`n_per_device`"),
+     (dict(n_per_device=10**6), r"`n_per_device` \(=1000000\).*at most ceil\(n_s / n_devices\) = 50")],
 )  # fmt: skip
 def test_bad_dataset_arguments_name_the_argument(sims, overrides, match):
     with pytest.raises((TypeError, ValueError), match=match):

@@ -274,7 +274,7 @@ def test_factory_returns_dataset_class(kind, cls, sims, validation_sims):
         (lambda s: dict(main=_device_iterators(s, "gradient")["main"], fiducial=s.fiducial, derivative=s.derivative),
          "either `main`/`remaining` iterators or `fiducial`/`derivative`"),
         (lambda s: _device_iterators(s, "numerical") | dict(derivative=s.numerical_derivative),
-         "`fiducial` are lists of iterators but `derivative` are not"),
+         "`fiducial` is a list of iterators but `derivative` is not"),
         (lambda s: {k: v for k, v in _device_iterators(s, "numerical").items() if k != "δθ"},
          "iterators are for numerical derivatives"),
         (lambda s: _device_iterators(s, "gradient") | dict(δθ=s.δθ), "`δθ` is not used with `main`"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -114,7 +113,7 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
                 raise ValueError("`min_accepted` needs `ϵ`, `rng` and `n_samples`")
             return self.get_min_accepted(rng, ϵ, min_accepted, n_samples, max_iterations, smoothing, replace)
         if simulate:
-            self.set_samples(*self.get_samples(rng, n_samples), replace=replace)
+            self._simulate(rng, n_samples, replace=replace)
             replace = False
         if premade:
             self.set_samples(parameters, summaries, replace=replace)
@@ -152,17 +151,28 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
             if self.parameters.all is not None and min(self._accepted_counts(ϵ)) >= accepted:
                 break
             rng, key = jax.random.split(rng)
-            self.set_samples(*self.get_samples(key, n_simulations))
+            self._simulate(key, n_simulations)
             bar.set_postfix(accepted=min(self._accepted_counts(ϵ)))
         bar.close()
         self.set_accepted(ϵ, smoothing)
         if min(self.parameters.n_accepted) < accepted:
-            warnings.warn(
+            _checks.warn(
                 f"only {self.parameters.n_accepted} samples accepted within ϵ after {max_iterations} rounds of "
-                f"{n_simulations} simulations (wanted {accepted}): raise `max_iterations`, `n_simulations` or ϵ",
-                stacklevel=2,
+                f"{n_simulations} simulations (wanted {accepted}): raise `max_iterations`, `n_simulations` or ϵ"
             )
         return self.parameters, self.distances, self.summaries
+
+    def _simulate(self, rng: jax.Array, n_samples: int, replace: bool = False) -> None:
+        """Add ``n_samples`` prior draws, dropping (with a warning) those whose summaries are not finite."""
+        θ, x = self.get_samples(rng, n_samples)
+        finite = np.asarray(jnp.all(jnp.isfinite(x), axis=1))
+        if not finite.all():
+            _checks.warn(
+                f"{int((~finite).sum())} of {θ.shape[0]} simulations have non-finite summaries (NaN or inf from "
+                "`simulator` or `compressor`) and are dropped"
+            )
+            θ, x = θ[finite], x[finite]
+        self.set_samples(θ, x, replace=replace)
 
     # ------------------------------------------------------------ bookkeeping
     def set_samples(self, parameters: Any, summaries: Any, distances: Any = None, replace: bool = False) -> None:

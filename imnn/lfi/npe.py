@@ -9,7 +9,6 @@ and then standardised, summaries are standardised, so samples always respect the
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -139,10 +138,9 @@ class NeuralPosteriorEstimation(LikelihoodFreeInference):
             θ, x = from_prior(self._simulations, simulation_key, _checks.positive_int("n_simulations", n_simulations))
         finite = jnp.all(jnp.isfinite(x), axis=1)
         if not bool(finite.all()):
-            warnings.warn(
+            _checks.warn(
                 f"{int((~finite).sum())} of {θ.shape[0]} simulations have non-finite summaries and are left out "
-                "of the training set",
-                stacklevel=2,
+                "of the training set"
             )
             θ, x = θ[finite], x[finite]
         self.training = (θ, x)
