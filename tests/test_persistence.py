@@ -442,3 +442,10 @@ def test_check_path_refuses_a_folder_without_write_permission_and_non_paths(tmp_
     monkeypatch.undo()
     with pytest.raises(TypeError, match="`checkpoint` must be a file path"):
         persistence.check_path(3)
+
+
+def test_fit_refuses_a_checkpoint_path_it_cannot_write_before_training(sims, tmp_path):
+    model = build("gradient", sims)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"`checkpoint` ({str(tmp_path / 'missing' / 'f.imnn')!r})")):
+        model.fit(10.0, 0.1, max_iterations=5, checkpoint=tmp_path / "missing" / "f.imnn", checkpoint_every=10**6)
+    assert len(model.history["detF"]) == 0  # nothing was trained and then lost

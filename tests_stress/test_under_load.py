@@ -48,6 +48,13 @@ def _run_once(log: Path) -> tuple[int | None, float]:
     return code, time.monotonic() - started
 
 
+def _essence(text: str) -> str:
+    """What a failed repetition printed that matters: a fatal error's first lines, then the end."""
+    fatal = text.find("Fatal Python error")
+    head = text[fatal : fatal + 600] + "\n…\n" if fatal >= 0 else ""
+    return head + text[-2500:]
+
+
 def _describe(code: int | None) -> str:
     if code is None:
         return f"hung (killed after {LIMIT_S} s)"
@@ -65,7 +72,7 @@ def test_multi_device_equality_tests_pass_with_the_cpu_saturated(tmp_path):
             code, seconds = _run_once(log)
             print(f"repetition {repeat + 1}/{REPEATS}: {_describe(code)} in {seconds:.0f} s", flush=True)
             if code != 0:
-                failures.append(f"repetition {repeat + 1}: {_describe(code)}\n{log.read_text()[-4000:]}")
+                failures.append(f"repetition {repeat + 1}: {_describe(code)}\n{_essence(log.read_text())}")
     finally:
         for process in busy:
             process.kill()
