@@ -111,8 +111,8 @@ def assert_matches_clean(model, clean_fit):
     np.testing.assert_allclose(model.get_estimate(targets), estimates, rtol=1e-3, atol=1e-4)
 
 
-STAGES = ["ctrl-c inside next", "interrupt raised by next", "error raised by next", "rejected batch",
-          "ctrl-c in check", "ctrl-c in placement", "ctrl-c in assembly"]  # fmt: skip
+STAGES = ["ctrl-c inside next", "ctrl-c as next returns", "interrupt raised by next", "error raised by next",
+          "rejected batch", "ctrl-c in check", "ctrl-c in placement", "ctrl-c in assembly"]  # fmt: skip
 
 
 @pytest.mark.parametrize("at", [3, 29])
@@ -123,6 +123,9 @@ def test_a_fault_at_any_stage_of_a_read_leaves_the_fit_exact(kind, stage, at, cl
     if stage == "ctrl-c inside next":
         trap = Trap(at, ctrl_c)
         wrap_iterators(model, before=trap)
+    elif stage == "ctrl-c as next returns":  # the iterator has moved on: the batch must not be lost
+        trap = Trap(at, ctrl_c)
+        wrap_iterators(model, after=lambda batch: (trap(), batch)[1])
     elif stage == "interrupt raised by next":
         trap = Trap(at, raise_interrupt)
         wrap_iterators(model, before=trap)
