@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _shared import CompileCounter, cache_size, fit, ms, network, summary
+from _shared import CompileCounter, cache_size, fit, ms, network, reference_loss, summary
 
 import imnn
 from imnn.problems import GaussianMeanVariance
@@ -76,37 +76,8 @@ def make_reference(problem: GaussianMeanVariance):
     statistics, the regularised loss, ``value_and_grad`` and an adam update.
     """
     init_fn, apply_fn = network()
-    simulator = problem.simulator
-    θ_fid = jnp.asarray(problem.θ_fid, jnp.float32)
     optimiser = optax.adam(LEARNING_RATE)
-    identity = jnp.eye(N_SUMMARIES)
-
-    def loss(w, key, λ, α):
-        keys = jax.random.split(key, N_S)
-
-        def summary(k, θ):
-            return apply_fn(w, simulator(k, θ))
-
-        def twice(θ, k):
-            x = summary(k, θ)
-            return x, x
-
-        # jacfwd with the value as auxiliary output, so the primal pass is shared with the
-        # tangents. (Computing x separately, by a second vmap(summary) or a second call of
-        # `summary` in `twice`, is 13–17 % slower per iteration on CPU: XLA does not merge
-        # the duplicated network pass.)
-        value_and_jacobian = jax.jacfwd(twice, has_aux=True)
-        dx_dθ, x_d = jax.vmap(value_and_jacobian, (None, 0))(θ_fid, keys[:N_D])  # (n_d, n_summaries, n_params)
-        x = jnp.concatenate([x_d, jax.vmap(summary, (0, None))(keys[N_D:], θ_fid)])  # (n_s, n_summaries)
-        μ = jnp.mean(x, axis=0)
-        centred = x - μ
-        C = centred.T @ centred / (N_S - 1)
-        invC = jnp.linalg.inv(C)
-        dμ_dθ = jnp.mean(dx_dθ, axis=0)
-        F = dμ_dθ.T @ invC @ dμ_dθ
-        Λ2 = jnp.linalg.norm(C - identity) + jnp.linalg.norm(invC - identity)
-        r = λ * Λ2 / (Λ2 + jnp.exp(-α * Λ2))
-        return -jnp.linalg.slogdet(F)[1] + r * Λ2
+    loss = reference_loss(apply_fn, problem.simulator, problem.θ_fid, N_S, N_D, N_SUMMARIES)
 
     @jax.jit
     def run(w, opt_state, key, n, λ, α):  # λ, α traced, like imnn's fit settings

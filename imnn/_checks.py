@@ -193,11 +193,43 @@ def iteration_limits(patience: Any, min_iterations: Any, max_iterations: Any) ->
     return patience, min_iterations, max_iterations
 
 
+def regularisation(λ: Any, ϵ: Any) -> tuple[float, float]:
+    """``(λ, ϵ)`` as floats if both are positive and give a defined α (``ϵ(λ − 1) + ϵ²/(1 + ϵ) > 0``)."""
+    λ, ϵ = positive_float("λ", λ), positive_float("ϵ", ϵ)
+    if ϵ * (λ - 1) + ϵ**2 / (1 + ϵ) <= 0:
+        raise ValueError(f"`λ` (={λ}) and `ϵ` (={ϵ}) give an undefined α: ϵ(λ − 1) + ϵ²/(1 + ϵ) must be > 0")
+    return λ, ϵ
+
+
+def one_or_batch(name: str, value: Any, shape: tuple[int, ...]) -> bool:
+    """True if ``value`` is one item of ``shape``, False if a batch ``(n, *shape)``; else a ValueError."""
+    given = tuple(np.shape(value))
+    if given == tuple(shape):
+        return True
+    if len(given) == len(shape) + 1 and given[1:] == tuple(shape):
+        return False
+    raise ValueError(
+        f"`{name}` should have shape {tuple(shape)} (one simulation) or (n,) + {tuple(shape)} (a batch) but has {given}"
+    )
+
+
 def boolean(name: str, value: Any) -> bool:
     """``value`` as a ``bool`` if it is ``True``/``False`` (numpy bools too; not strings or numbers)."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"`{name}` should be True or False but is {describe(value)}")
     return bool(value)
+
+
+def dispatch(value: Any, available: tuple[str, ...]) -> str:
+    """``value`` as ``"auto"`` or one of the dispatch modes ``available`` to this model."""
+    if value != "auto" and value not in available:
+        if value in ("loop", "step"):
+            raise ValueError(
+                f"`dispatch` (={value!r}) is not available here: this model reads its data from iterators and "
+                "runs one iteration per dispatch; use 'auto' or 'step'"
+            )
+        raise ValueError(f"`dispatch` should be 'auto', 'loop' or 'step' but is {value!r}")
+    return value
 
 
 def n_per_device(value: Any, n_s: int, n_devices: int) -> int:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks, engine, executors, fisher, interrupts, persistence, plotting
+from . import _checks, _compat, engine, executors, fisher, interrupts, persistence, plotting
 from .adapters import OptimiserState, as_network, as_optimiser, initial_state
 from .sources import Source
 
@@ -82,6 +82,14 @@ class IMNNBase:
         state: :class:`imnn.OptimiserState` — pass it as ``key_or_state`` to resume.
         history: dict of 1-D arrays ``detF, detC, detinvC, Λ2, r`` (and ``val_…`` with a
             validation set), one entry per iteration over all fits, plus ``max_detF``.
+        model: ``model(w, d)`` — the network at weights ``w`` (e.g. ``model.w``) for one simulation
+            float(*input_shape) → float(n_summaries), or a batch float(n, *input_shape) → float(n, n_summaries).
+        simulate: whether simulations are drawn from a ``simulator`` during fitting.
+        validate: whether there is a validation set.
+        fiducial, derivative, validation_fiducial, validation_derivative: the stored-simulation
+            classes keep their data arguments as given (the dataset gradient class: ``main``,
+            ``remaining``, ``validation_main``, ``validation_remaining``); the aggregated and dataset
+            classes keep ``host``, ``devices`` and ``n_per_device``, with ``n_devices = len(devices)``.
     """
 
     def __init__(
@@ -144,6 +152,7 @@ class IMNNBase:
         self._summaries = summaries
         self._statistics = lambda w, data, key: statistics(*summaries(w, data, key))
         self._estimate = jax.jit(lambda w, d, stats: fisher.estimate(jax.vmap(apply, (None, 0))(w, d), stats, θ_fid))
+        self.model = _compat.network_function(apply, self.input_shape)
 
     # ---------------------------------------------------------------- fitting
     @accepts_ascii_aliases
@@ -159,6 +168,7 @@ class IMNNBase:
         best: bool = True,
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 1000,
+        dispatch: str = "auto",
     ) -> IMNNBase:
         """Maximise ``ln|F|`` with the covariance regularised towards the identity.
 
@@ -177,15 +187,17 @@ class IMNNBase:
                 iterations, between jitted chunks, and when the fit ends or is interrupted.
                 Mid-fit checkpoints carry no Fisher statistics (they are computed at the end).
             checkpoint_every: iterations between checkpoints.
+            dispatch: ``"loop"`` runs chunks of iterations as one ``lax.while_loop`` program (the
+                fastest for small networks), ``"step"`` one program per iteration (much faster for
+                convolutions on a CPU, which XLA compiles poorly inside loops), ``"auto"`` measures
+                both on the model's first iterations and keeps the faster. Dataset IMNNs always run
+                one iteration at a time.
 
         Returns:
             The model, with ``history`` extended and the Fisher statistics set.
             Calling ``fit`` again continues from the current optimiser state.
         """
-        λ = _checks.positive_float("λ", λ)
-        ϵ = _checks.positive_float("ϵ", ϵ)
-        if ϵ * (λ - 1) + ϵ**2 / (1 + ϵ) <= 0:
-            raise ValueError(f"`λ` (={λ}) and `ϵ` (={ϵ}) give an undefined α: ϵ(λ − 1) + ϵ²/(1 + ϵ) must be > 0")
+        λ, ϵ = _checks.regularisation(λ, ϵ)
         if rng is None and self._needs_key:
             raise ValueError(
                 f"`rng` must be a PRNG key, e.g. rng=jax.random.key(0): {type(self).__name__} draws fresh "
@@ -196,6 +208,7 @@ class IMNNBase:
             print_rate = _checks.positive_int("print_rate", print_rate)
         checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
         best = _checks.boolean("best", best)
+        dispatch = _checks.dispatch(dispatch, self._chunk.modes)
         patience, min_iterations, max_iterations = _checks.iteration_limits(patience, min_iterations, max_iterations)
         dtype = jnp.result_type(float)
         settings = engine.Settings(
@@ -221,7 +234,7 @@ class IMNNBase:
         outcome = engine.run(
             self._chunk, start, settings, self._data, self._validation_data,
             max_iterations=int(settings.max_iterations), print_rate=print_rate, max_chunk=self._max_chunk,
-            on_chunk=saver,
+            on_chunk=saver, dispatch=dispatch,
         )  # fmt: skip
         with interrupts.deferred():  # the new weights and their (cleared) statistics go together
             self._absorb(outcome, best)
@@ -330,16 +343,7 @@ class IMNNBase:
         """
         if self.F is None:
             raise RuntimeError("`get_estimate` needs Fisher statistics: call `fit` or `set_F_statistics` first")
-        shape = tuple(np.shape(d))
-        if shape == self.input_shape:
-            single = True
-        elif shape[1:] == self.input_shape and len(shape) >= 1:
-            single = False
-        else:
-            raise ValueError(
-                f"`d` should have shape {self.input_shape} (one simulation) or (n,) + {self.input_shape} "
-                f"(a batch) but has {shape}"
-            )
+        single = _checks.one_or_batch("d", d, self.input_shape)
         batch = jnp.asarray(d)[None] if single else jnp.asarray(d)
         stats = fisher.FisherStatistics(self.F, self.C, self.invC, self.dμ_dθ, self.μ)
         estimates = self._estimate(self.w, batch, stats)
@@ -384,3 +388,7 @@ class IMNNBase:
     mu = property(lambda self: self.μ, doc="ASCII alias of ``μ``.")
     dmu_dtheta = property(lambda self: self.dμ_dθ, doc="ASCII alias of ``dμ_dθ``.")
     delta_theta = property(lambda self: self.δθ, doc="ASCII alias of ``δθ`` (numerical-gradient IMNNs).")
+
+    # ------------------------------------------------- IMNN 0.3.2 names (docs/migration.md)
+    get_α = get_alpha = staticmethod(accepts_ascii_aliases(_compat.get_α))
+    simulate, validate = _compat.simulate, _compat.validate

@@ -27,7 +27,7 @@ from typing import Any
 
 import jax
 
-from . import _checks, aggregation
+from . import _checks, _compat, aggregation
 from ._core import IMNNBase, accepts_ascii_aliases
 from .imnns import gradient_source, numerical_source, simulator_source
 
@@ -75,6 +75,8 @@ class AggregatedSimulatorIMNN(IMNNBase):
     storing them. See the module docstring for ``host``, ``devices`` and ``n_per_device``.
     """
 
+    n_devices = _compat.n_devices
+
     @accepts_ascii_aliases
     def __init__(
         self,
@@ -110,6 +112,8 @@ class AggregatedGradientIMNN(IMNNBase):
     validation arrays of the same shapes. See the module docstring for the rest.
     """
 
+    n_devices = _compat.n_devices
+
     @accepts_ascii_aliases
     def __init__(
         self,
@@ -142,6 +146,8 @@ class AggregatedGradientIMNN(IMNNBase):
             executor=executor, verbose=verbose,
         )  # fmt: skip
         self.host, self.devices, self.n_per_device = host, list(devices), n_per_device
+        self.fiducial, self.derivative = fiducial, derivative  # as given (0.3.2 names)
+        self.validation_fiducial, self.validation_derivative = validation_fiducial, validation_derivative
 
 
 class AggregatedNumericalGradientIMNN(IMNNBase):
@@ -150,6 +156,8 @@ class AggregatedNumericalGradientIMNN(IMNNBase):
     ``fiducial``: float(n_s, *input_shape); ``derivative``: float(n_d, 2, n_params, *input_shape);
     ``δθ``: float(n_params). See the module docstring for the rest.
     """
+
+    n_devices = _compat.n_devices
 
     @accepts_ascii_aliases
     def __init__(
@@ -186,3 +194,5 @@ class AggregatedNumericalGradientIMNN(IMNNBase):
             **parts, executor=executor, verbose=verbose,
         )  # fmt: skip
         self.host, self.devices, self.n_per_device = host, list(devices), n_per_device
+        self.fiducial, self.derivative = fiducial, derivative  # as given (0.3.2 names)
+        self.validation_fiducial, self.validation_derivative = validation_fiducial, validation_derivative

@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from . import _checks, sources, streaming
+from . import _checks, _compat, sources, streaming
 from ._core import IMNNBase, accepts_ascii_aliases
 from .aggregated import batching, check_compatibility_flags
 
@@ -106,6 +106,8 @@ class DatasetGradientIMNN(IMNNBase):
         verbose: print a one-line summary after each fit.
     """
 
+    n_devices = _compat.n_devices
+
     @accepts_ascii_aliases
     def __init__(
         self,
@@ -152,6 +154,8 @@ class DatasetGradientIMNN(IMNNBase):
             executor=lambda source, apply: streaming.streamed(streams, _gradient_summaries, apply, devices),
         )  # fmt: skip
         self.host, self.devices, self.n_per_device = host, list(devices), n_per_device
+        self.main, self.remaining = main, remaining  # the iterators as given (0.3.2 names)
+        self.validation_main, self.validation_remaining = validation_main, validation_remaining
 
 
 def _counts(n_s: Any, n_d: Any) -> tuple[int, int]:
@@ -183,6 +187,8 @@ class DatasetNumericalGradientIMNN(IMNNBase):
         validation_fiducial, validation_derivative: a second set of the same shapes.
         verbose: print a one-line summary after each fit.
     """
+
+    n_devices = _compat.n_devices
 
     @accepts_ascii_aliases
     def __init__(
@@ -238,3 +244,5 @@ class DatasetNumericalGradientIMNN(IMNNBase):
             executor=lambda source, apply: streaming.streamed(streams, summaries, apply, devices),
         )  # fmt: skip
         self.host, self.devices, self.n_per_device = host, list(devices), n_per_device
+        self.fiducial, self.derivative = fiducial, derivative  # the iterators as given (0.3.2 names)
+        self.validation_fiducial, self.validation_derivative = validation_fiducial, validation_derivative

@@ -1,9 +1,10 @@
 """The fit engine: one optimisation loop for every IMNN variant.
 
-``make_chunk`` builds a pure function that runs up to ``n_steps`` iterations
-inside one ``lax.while_loop``; it is jitted once per model and every fit
-setting is a traced argument, so changing ``λ``, ``patience`` or the chunk
-length never recompiles. :func:`run` drives chunks from Python: between them it
+``make_chunk`` builds the function that runs up to ``n_steps`` iterations, as
+one ``lax.while_loop`` program or as one program per iteration, whichever is
+faster for the model (measured, see :class:`Dispatcher`); its programs are
+jitted once per model and every fit setting is a traced argument, so changing
+``λ``, ``patience`` or the chunk length never recompiles. :func:`run` drives chunks from Python: between them it
 updates the progress bar, honours Ctrl-C and stops on a non-finite loss, always
 keeping the state and history of the last finished chunk.
 """
@@ -11,6 +12,7 @@ keeping the state and history of the last finished chunk.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -143,16 +145,17 @@ def _start(state: FitState, iteration: jax.Array, patience_count: jax.Array, val
     )
 
 
-def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Callable[..., Chunk]:
-    """A compiled function running up to ``n_steps`` fit iterations; build it once per model.
+def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Dispatcher:
+    """The function running up to ``n_steps`` fit iterations; build it once per model.
 
     Signature: ``chunk(state, iteration, patience_count, n_steps, settings, data,
-    val_data) -> Chunk``. With ``validate`` the monitored ``|F|`` is the one of
+    val_data, mode="auto") -> Chunk``. With ``validate`` the monitored ``|F|`` is the one of
     ``val_data`` at the weights before each update, otherwise the training one.
 
-    A traceable executor runs the whole chunk as one jitted ``lax.while_loop``; a
-    streaming one (fed by Python iterators) runs its iterations from Python, each
-    an executor call followed by the same jitted update.
+    A traceable executor's iterations run either as one jitted ``lax.while_loop`` per
+    chunk or as one jitted program per iteration (see :class:`Dispatcher`); a streaming
+    one (fed by Python iterators) runs its iterations from Python, each an executor call
+    followed by the same jitted update.
     """
 
     def evaluate(c: Chunk, settings: Settings, data: Any, val_data: Any):
@@ -161,34 +164,147 @@ def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Call
         val_summaries = executor.summaries(c.state.w, val_data, subkey) if validate else None
         return key, evaluated, val_summaries
 
+    start = jax.jit(functools.partial(_start, validate=validate))
     if not executor.traceable:
-        return _host_loop(evaluate, jax.jit(functools.partial(_advance, optimiser)), validate)
+        advance = jax.jit(functools.partial(_advance, optimiser))
 
-    def chunk(state, iteration, patience_count, n_steps, settings, data, val_data) -> Chunk:
+        def streamed_step(c: Chunk, settings: Settings, data: Any, val_data: Any) -> Chunk:
+            return advance(c, *evaluate(c, settings, data, val_data), settings)
+
+        return Dispatcher(start, streamed_step)
+
+    def step(c: Chunk, settings: Settings, data: Any, val_data: Any) -> Chunk:
+        return _advance(optimiser, c, *evaluate(c, settings, data, val_data), settings)
+
+    def loop(c: Chunk, n_steps: jax.Array, settings: Settings, data: Any, val_data: Any) -> Chunk:
         def keep_going(c):
             return (c.n_recorded < n_steps) & ~_stopped(c, settings)
 
-        def iterate(c):
-            return _advance(optimiser, c, *evaluate(c, settings, data, val_data), settings)
+        return jax.lax.while_loop(keep_going, lambda c: step(c, settings, data, val_data), c)
 
-        return jax.lax.while_loop(keep_going, iterate, _start(state, iteration, patience_count, validate))
+    looped = exclusive(loop)  # on several devices both programs hold collectives (see executors.exclusive)
 
-    return exclusive(chunk)  # on several devices the loop holds collectives
+    def holds_loop_hostile_primitives(*loop_args) -> bool:  # the trace is kept for the loop's compilation
+        return bool(_primitives(looped.trace(*loop_args).jaxpr) & LOOP_HOSTILE_ON_CPU)
+
+    return Dispatcher(start, exclusive(step), looped, holds_loop_hostile_primitives)
 
 
-def _host_loop(evaluate: Callable, advance: Callable, validate: bool) -> Callable[..., Chunk]:
-    start = jax.jit(functools.partial(_start, validate=validate))
+DISPATCH_MODES = ("auto", "loop", "step")
+MEASURE_SECONDS = 0.05  # least wall time of the loop's timed measurement call
+LOOP_HOSTILE_ON_CPU = frozenset({"conv_general_dilated"})  # primitives XLA:CPU compiles poorly inside loops
+STEP_IS_ENOUGH = 0.1  # seconds per iteration from which one program per iteration is kept unmeasured
 
-    def chunk(state, iteration, patience_count, n_steps, settings, data, val_data) -> Chunk:
-        c = start(state, iteration, patience_count)
-        host_settings = jax.device_get(settings)
-        while True:
-            counters = jax.device_get(c._replace(state=None, metrics=None, val_metrics=None))
-            if counters.n_recorded >= n_steps or _stopped(counters, host_settings):
-                return c
-            c = advance(c, *evaluate(c, settings, data, val_data), settings)
 
-    return chunk
+def _primitives(jaxpr: Any) -> set[str]:
+    """Names of the primitives in ``jaxpr`` and in every jaxpr nested in its equations."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(inner, "eqns"):
+                    names |= _primitives(inner)
+    return names
+
+
+def _counters(c: Chunk) -> Chunk:
+    return jax.device_get(c._replace(state=None, metrics=None, val_metrics=None))
+
+
+class Dispatcher:
+    """Runs a chunk of iterations as one ``while_loop`` program or as one program per iteration.
+
+    A loop amortises the Python dispatch of every iteration (the fastest for small
+    networks), but XLA compiles some operations inside loops far worse than outside
+    them: on a CPU the kernel gradient of a convolution (``flax.linen.Conv``) runs
+    10–100× slower in a loop body. ``mode="auto"`` on a CPU first traces the loop (the
+    trace is kept for its compilation); a model without ``LOOP_HOSTILE_ON_CPU``
+    primitives keeps the loop, so small networks compile one program, as before. For
+    the others it measures both on the model's first iterations (a program per
+    iteration twice, the first compiling it; then the loop twice, the first compiling
+    it, the second for at least ``MEASURE_SECONDS``) and keeps the faster for every
+    later chunk and fit; an iteration of ``STEP_IS_ENOUGH`` seconds or more keeps one
+    program per iteration unmeasured. ``dispatch="step"`` forces the program per
+    iteration for a model slow in loops for another reason.
+    Every measured iteration is a real one: both programs do the same maths, so the
+    trajectory does not depend on the choice (beyond floating-point rounding). On
+    accelerators, and across several processes (whose measurements would differ),
+    ``"auto"`` is the loop.
+
+    Attributes:
+        choice: ``"loop"`` or ``"step"`` once known (``None`` while measuring).
+        seconds_per_iteration: the measured times, by mode.
+    """
+
+    def __init__(
+        self, start: Callable, step: Callable, loop: Callable | None = None, worth_measuring: Callable | None = None
+    ):
+        self._start, self._step, self._loop = start, step, loop
+        self._worth_measuring = worth_measuring or (lambda *loop_args: True)
+        self.modes = ("step",) if loop is None else ("loop", "step")
+        measure = jax.default_backend() == "cpu" and jax.process_count() == 1
+        self.choice = "step" if loop is None else (None if measure else "loop")
+        self.seconds_per_iteration: dict[str, float] = {}
+        self._calls = {"loop": 0, "step": 0}
+        self._measuring = False
+
+    def __call__(self, state, iteration, patience_count, n_steps, settings, data, val_data, mode="auto") -> Chunk:
+        c = self._start(state, iteration, patience_count)
+        host_settings, n_steps, counters = jax.device_get(settings), int(n_steps), _counters(c)
+        if mode == "auto" and self.choice is None and not self._measuring:
+            if self._worth_measuring(c, jnp.int32(n_steps), settings, data, val_data):
+                self._measuring = True
+            else:
+                self.choice = "loop"
+        while counters.n_recorded < n_steps and not _stopped(counters, host_settings):
+            use, target = self._plan(mode, counters, n_steps)
+            started, done = time.perf_counter(), int(counters.n_recorded)
+            if use == "step":
+                c = self._step(c, settings, data, val_data)
+            else:
+                c = self._loop(c, jnp.int32(target), settings, data, val_data)
+            counters = _counters(c)  # waits for the result
+            self._learn(use, time.perf_counter() - started, int(counters.n_recorded) - done)
+        return c
+
+    def _plan(self, mode: str, counters: Chunk, n_steps: int) -> tuple[str, int]:
+        """The program for the next call and the iteration count at which a loop stops.
+
+        While measuring: the program per iteration first (twice), then the loop for one
+        iteration (compiling it) and for enough iterations to time it."""
+        if mode != "auto" or self.choice is not None:
+            return (self.choice if mode == "auto" else mode), n_steps
+        if "step" not in self.seconds_per_iteration:
+            return "step", n_steps
+        done = int(counters.n_recorded)
+        if self._calls["loop"] == 0:
+            return "loop", done + 1
+        wanted = math.ceil(MEASURE_SECONDS / max(self.seconds_per_iteration["step"], 1e-9))
+        return "loop", done + int(np.clip(wanted, 1, n_steps - done))
+
+    def _learn(self, mode: str, elapsed: float, n: int) -> None:
+        self._calls[mode] += 1
+        if self.choice is not None or self._calls[mode] == 1 or n == 0:
+            return  # decided, or the call compiled its program
+        measured = elapsed / n
+        self.seconds_per_iteration[mode] = min(measured, self.seconds_per_iteration.get(mode, math.inf))
+        if mode == "step" and measured >= STEP_IS_ENOUGH:
+            self.choice = "step"  # the loop can save only the dispatch (< 1 ms), and may be far slower
+        elif len(self.seconds_per_iteration) == len(self.modes):
+            self.choice = min(self.seconds_per_iteration, key=self.seconds_per_iteration.get)
+
+    def _cache_size(self) -> int:
+        """Compiled entries of its jitted programs (for compile counts in benchmarks)."""
+        return sum(fn._cache_size() for fn in (self._step, self._loop) if hasattr(fn, "_cache_size"))
+
+    def describe(self) -> str | None:
+        """How iterations are dispatched, with the times measured, or ``None`` while measuring."""
+        if self.choice is None:
+            return None
+        how = "one while_loop per chunk" if self.choice == "loop" else "one program per iteration"
+        times = ", ".join(f"{m} {1e3 * t:.3g} ms" for m, t in sorted(self.seconds_per_iteration.items()))
+        return f"{how} ({times}/it measured)" if times else f"{how} (not measured)"
 
 
 class Outcome(NamedTuple):
@@ -221,11 +337,12 @@ def run(
     print_rate: int | None,
     on_chunk: Callable[[Outcome], None] | None = None,
     max_chunk: int = BUFFER_SIZE,
+    dispatch: str = "auto",
 ) -> Outcome:
     """Drive jitted chunks until early stopping, ``max_iterations``, a NaN or Ctrl-C.
 
     Args:
-        chunk_fn: the jitted function from :func:`make_chunk`.
+        chunk_fn: the :class:`Dispatcher` from :func:`make_chunk`.
         state: where to start.
         settings: traced fit settings.
         data, val_data: passed through to the executor.
@@ -235,6 +352,7 @@ def run(
         on_chunk: called after every finished chunk with the outcome so far (reason ``"running"``).
         max_chunk: most iterations per chunk (1 for slow streaming iterations, so an
             interruption loses none that finished).
+        dispatch: ``"auto"``, ``"loop"`` or ``"step"`` (see :class:`Dispatcher`).
 
     Returns:
         An :class:`Outcome` whose history holds one entry per finished iteration.
@@ -249,8 +367,8 @@ def run(
             n_steps = min(n_steps, max_iterations - iteration)
             started = time.perf_counter()
             out = chunk_fn(
-                state, jnp.int32(iteration), jnp.int32(patience_count), jnp.int32(n_steps),
-                settings, data, val_data,
+                state, jnp.int32(iteration), jnp.int32(patience_count), n_steps, settings, data, val_data,
+                mode=dispatch,
             )  # fmt: skip
             out = jax.device_get(out._replace(state=None))._replace(state=out.state)
             n = int(out.n_recorded)

@@ -209,6 +209,8 @@ class GradientIMNN(IMNNBase):
                               validation_fiducial, validation_derivative),
             verbose=verbose,
         )  # fmt: skip
+        self.fiducial, self.derivative = fiducial, derivative  # as given (0.3.2 names)
+        self.validation_fiducial, self.validation_derivative = validation_fiducial, validation_derivative
 
 
 class NumericalGradientIMNN(IMNNBase):
@@ -253,3 +255,5 @@ class NumericalGradientIMNN(IMNNBase):
             n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state,
             **parts, verbose=verbose,
         )  # fmt: skip
+        self.fiducial, self.derivative = fiducial, derivative  # as given (0.3.2 names)
+        self.validation_fiducial, self.validation_derivative = validation_fiducial, validation_derivative

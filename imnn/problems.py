@@ -88,3 +88,41 @@ class GaussianMeanVariance(NamedTuple):
         summaries = executors.in_memory(sources.gradient(n), model._network.apply).summaries
         return fisher.statistics(*summaries(model.w, (sims.fiducial, sims.derivative), key)).F
 
+
+class GaussianRandomField(NamedTuple):
+    """A periodic ``size × size`` Gaussian random field with power spectrum ``P(k) = A k^−B``, ``θ = (A, B)``.
+
+    White noise is Fourier transformed, scaled by ``√P(k)`` (the ``k = 0`` mode removed) and
+    transformed back. Its Fisher matrix is exact:
+    ``F_ij = ½ Σ_{k≠0} ∂_i ln P(k) ∂_j ln P(k)`` over every non-zero mode of the grid.
+    """
+
+    size: int = 32
+    θ_fid: tuple[float, float] = (1.0, 0.5)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, 1)
+
+    def _wavenumbers(self) -> tuple[jax.Array, jax.Array]:
+        frequencies = jnp.fft.fftfreq(self.size) * self.size
+        k = jnp.sqrt(frequencies[:, None] ** 2 + frequencies[None, :] ** 2)
+        return k > 0, jnp.where(k > 0, k, 1.0)
+
+    def simulator(self, key: jax.Array, θ: jax.Array) -> jax.Array:
+        """One field, float(size, size, 1), differentiable in ``θ``."""
+        nonzero, k = self._wavenumbers()
+        amplitude = jnp.where(nonzero, jnp.sqrt(θ[0]) * k ** (-θ[1] / 2), 0.0)
+        white = jax.random.normal(key, (self.size, self.size))
+        return jnp.fft.ifft2(jnp.fft.fft2(white) * amplitude).real[..., None]
+
+    def simulate_batch(self, key: jax.Array, θ: jax.Array) -> jax.Array:
+        """Fields float(n, size, size, 1), one at each row of ``θ`` float(n, 2)."""
+        return jax.vmap(self.simulator)(jax.random.split(key, θ.shape[0]), θ)
+
+    def fisher(self, θ: tuple[float, float] | None = None) -> jax.Array:
+        """The analytic Fisher matrix, float(2, 2)."""
+        A = (self.θ_fid if θ is None else θ)[0]
+        nonzero, k = self._wavenumbers()
+        dlnP_dθ = jnp.stack([jnp.full_like(k, 1 / A), -jnp.log(k)])[:, nonzero]  # (2, size² − 1)
+        return 0.5 * dlnP_dθ @ dlnP_dθ.T

@@ -86,10 +86,11 @@ def test_stored_simulation_imnns_recover_70_percent_of_analytic_fisher(kind, fra
     assert 0.7 <= fraction <= 1.1, fraction
 
 
-def test_validation_early_stopping_restores_best_validation_weights():
+@pytest.mark.parametrize("dispatch", ["loop", "step"])
+def test_validation_early_stopping_restores_best_validation_weights(dispatch):
     network, optimiser = stax_mlp(), optax.adam(3e-3)
     model = stored_imnn("gradient", network, optimiser, n_s=100)  # small set: it overfits
-    model.fit(10.0, 0.1, patience=50, min_iterations=50, max_iterations=5000)
+    model.fit(10.0, 0.1, patience=50, min_iterations=50, max_iterations=5000, dispatch=dispatch)
     history = model.history
     n = len(history["val_detF"])
     assert n < 5000
@@ -131,13 +132,15 @@ def test_second_fit_does_not_recompile():
     assert len(model.history["detF"]) > 20
 
 
-def test_ctrl_c_keeps_history_and_best_weights():
+@pytest.mark.parametrize("dispatch", ["auto", "step"])
+def test_ctrl_c_keeps_history_and_best_weights(dispatch):
     network, optimiser = stax_mlp(), optax.adam(1e-3)
     model = imnn.IMNN(
         1000, 1000, 2, 2, PROBLEM.input_shape, PROBLEM.θ_fid, network, optimiser, jax.random.key(0),
         simulator=PROBLEM.simulator, verbose=False,
     )  # fmt: skip
-    model.fit(10.0, 0.1, rng=jax.random.key(1), max_iterations=2)  # compile outside the timed window
+    # compile outside the timed window (the first 4 iterations compile and time both dispatch modes)
+    model.fit(10.0, 0.1, rng=jax.random.key(1), max_iterations=5)
     timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:

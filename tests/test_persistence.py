@@ -130,7 +130,8 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(sims, tmp_path, m
     jax.tree.map(np.testing.assert_array_equal, loaded.final_w, first.final_w)
 
 
-def test_fit_checkpoints_periodically_and_at_the_end(sims, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dispatch", ["loop", "step"])
+def test_fit_checkpoints_periodically_and_at_the_end(dispatch, sims, tmp_path, monkeypatch):
     saved_lengths = []
     real_save = imnn.persistence.save
 
@@ -141,26 +142,28 @@ def test_fit_checkpoints_periodically_and_at_the_end(sims, tmp_path, monkeypatch
     monkeypatch.setattr(imnn.persistence, "save", spy)
     model = build("gradient", sims)
     path = tmp_path / "fit.imnn"
-    model.fit(10.0, 0.1, min_iterations=12, max_iterations=12, print_rate=2, checkpoint=path, checkpoint_every=4)
+    model.fit(10.0, 0.1, min_iterations=12, max_iterations=12, print_rate=2, checkpoint=path, checkpoint_every=4,
+              dispatch=dispatch)  # fmt: skip
     assert saved_lengths == [(4, False), (8, False), (12, False), (12, True)]
     loaded = build("gradient", sims).load(path)
     np.testing.assert_array_equal(loaded.history["detF"], model.history["detF"])
     jax.tree.map(np.testing.assert_array_equal, loaded.state, model.state)
 
 
-def test_an_interrupted_fit_leaves_a_checkpoint_of_its_progress(sims, tmp_path):
+@pytest.mark.parametrize("dispatch", ["auto", "step"])
+def test_an_interrupted_fit_leaves_a_checkpoint_of_its_progress(dispatch, sims, tmp_path):
     import signal
     import threading
 
     model = build("simulator", sims, n_s=1000, n_d=1000)
-    model.fit(10.0, 0.1, rng=jax.random.key(1), max_iterations=2)  # compile first
+    model.fit(10.0, 0.1, rng=jax.random.key(1), max_iterations=5, dispatch=dispatch)  # compile first
     path = tmp_path / "interrupted.imnn"
     timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
         with pytest.warns(UserWarning, match="interrupted"):
             model.fit(10.0, 0.1, rng=jax.random.key(2), patience=10**6, max_iterations=10**6,
-                      checkpoint=path, checkpoint_every=10**6)  # fmt: skip
+                      checkpoint=path, checkpoint_every=10**6, dispatch=dispatch)  # fmt: skip
     finally:
         timer.cancel()
     loaded = build("simulator", sims, n_s=1000, n_d=1000).load(path)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .. import _checks
 from .._core import accepts_ascii_aliases
+from . import corner
 from . import marginals as _marginals
 from .base import LikelihoodFreeInference
 from .simulate import F_distance, container, distances_to_targets, euclidean_distance, from_prior, simulations
@@ -27,7 +28,8 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
     Args:
         target_data: float(*input_shape) or float(n_targets, *input_shape).
         prior: see :class:`LikelihoodFreeInference`.
-        simulator: ``simulator(key, θ: float(n, n_params)) -> float(n, *input_shape)``, JAX-traceable.
+        simulator: ``simulator(key, θ: float(n, n_params)) -> float(n, *input_shape)``, JAX-traceable;
+            or ``None`` to run on simulations made beforehand (``abc(ϵ, parameters=…, summaries=…)``).
         compressor: ``compressor(float(n, *input_shape)) -> float(n, n_summaries)``, JAX-traceable.
         gridsize: grid points per parameter for the marginals.
         F: float(n_params, n_params) (e.g. ``model.F``) or one per target; the summaries must
@@ -47,7 +49,7 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
         self,
         target_data: Any,
         prior: Any,
-        simulator: Callable,
+        simulator: Callable | None,
         compressor: Callable,
         gridsize: int | Sequence[int] = 100,
         F: Any = None,
@@ -74,6 +76,10 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
         self.distance_measure = distance_measure or (F_distance if F is not None else euclidean_distance)
         self.parameters, self.summaries, self.distances = container(), container(), container()
 
+    # IMNN 0.3.2 had the distances as methods: ``abc.F_distance(x, y, F)``.
+    F_distance = staticmethod(F_distance)
+    euclidean_distance = staticmethod(euclidean_distance)
+
     # ----------------------------------------------------------------- running
     @accepts_ascii_aliases
     def __call__(
@@ -93,7 +99,8 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
         Args:
             ϵ: acceptance distance, one for all targets or one per target. ``None``: only simulate.
             rng, n_samples: simulate ``n_samples`` new draws from the prior.
-            parameters, summaries: add premade float(n, n_params) / float(n, n_summaries) instead.
+            parameters, summaries: add premade simulations instead: their parameters float(n, n_params)
+                and their compressed summaries float(n, n_summaries) (as ``compressor`` returns them).
             min_accepted: keep simulating ``n_samples`` at a time (at most ``max_iterations`` times)
                 until every target has this many accepted.
             smoothing: Gaussian smoothing (grid cells) of the marginal histograms.
@@ -134,10 +141,12 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
         max_iterations: int = 10,
         smoothing: float | None = None,
         replace: bool = False,
+        verbose: bool = True,
     ) -> tuple[container, container, container]:
         """Simulate ``n_simulations`` at a time until every target has ``accepted`` samples within ϵ.
 
         Stops after ``max_iterations`` rounds with a warning if some target still has fewer.
+        ``verbose``: show a progress bar.
 
         Returns:
             ``(parameters, distances, summaries)`` containers.
@@ -146,7 +155,8 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
         rng = _checks.key("rng", rng)
         if replace:
             self.parameters, self.summaries, self.distances = container(), container(), container()
-        bar = tqdm(range(_checks.positive_int("max_iterations", max_iterations)), desc="ABC", leave=False)
+        rounds = range(_checks.positive_int("max_iterations", max_iterations))
+        bar = tqdm(rounds, desc="ABC", leave=False, disable=not _checks.boolean("verbose", verbose))
         for _ in bar:
             if self.parameters.all is not None and min(self._accepted_counts(ϵ)) >= accepted:
                 break
@@ -208,7 +218,8 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
 
     def set_accepted(self, ϵ: float | Sequence[float], smoothing: float | None = None) -> None:
         """Split the simulations into accepted (distance < ϵ) and rejected per target; update the marginals."""
-        masks = self.distances.all < self._ϵ_per_target(ϵ)[:, None]
+        ϵ = self._ϵ_per_target(ϵ)
+        masks = self.distances.all < ϵ[:, None]
         for box, values in ((self.parameters, self.parameters.all), (self.summaries, self.summaries.all)):
             box.accepted = [values[mask] for mask in masks]
             box.rejected = [values[~mask] for mask in masks]
@@ -216,4 +227,81 @@ class ApproximateBayesianComputation(LikelihoodFreeInference):
         self.distances.accepted = [d[mask] for d, mask in zip(self.distances.all, masks)]
         self.distances.rejected = [d[~mask] for d, mask in zip(self.distances.all, masks)]
         self.distances.n_accepted = self.parameters.n_accepted
-        self.marginals = _marginals.from_samples(self.parameters.accepted, self.ranges, smoothing=smoothing)
+        self.parameters.ϵ = self.summaries.ϵ = self.distances.ϵ = ϵ
+        self.marginals = self.get_marginals(smoothing=smoothing)
+
+    # ------------------------------------------------------------ marginals
+    def get_marginals(
+        self,
+        accepted_parameters: Sequence[Any] | None = None,
+        ranges: Sequence[Any] | None = None,
+        gridsize: int | Sequence[int] | None = None,
+        smoothing: float | None = None,
+    ) -> _marginals.Marginals:
+        """Histogram marginals (see :func:`imnn.lfi.marginals.from_samples`) of samples per target.
+
+        Args:
+            accepted_parameters: per target float(n, n_params) (default: the accepted parameters,
+                with their importance weights for the PMC).
+            ranges: grid points (bin centres) per parameter (default :attr:`ranges`).
+            gridsize: without ``ranges``, a grid of this many points over the prior's bounds instead.
+            smoothing: Gaussian smoothing in grid cells (``None``: Scott's rule; ``0``: none).
+        """
+        weights = None
+        if accepted_parameters is None:
+            accepted_parameters, weights = self.parameters.accepted, self.parameters.weights
+            if accepted_parameters is None:
+                raise ValueError(f"{type(self).__name__} has no accepted samples yet: run it first")
+        return _marginals.from_samples(accepted_parameters, self._grid(ranges, gridsize), weights, smoothing)
+
+    def set_marginals(
+        self,
+        accepted_parameters: Sequence[Any] | None = None,
+        ranges: Sequence[Any] | None = None,
+        gridsize: int | Sequence[int] | None = None,
+        smoothing: float | None = None,
+    ) -> _marginals.Marginals:
+        """Set (and return) :attr:`marginals` from :meth:`get_marginals` with the same arguments."""
+        self.marginals = self.get_marginals(accepted_parameters, ranges, gridsize, smoothing)
+        return self.marginals
+
+    # ---------------------------------------------------------------- plots
+    def scatter_summaries(
+        self,
+        ax: Any = None,
+        ranges: Sequence[np.ndarray] | None = None,
+        points: Sequence[Any] | None = None,
+        label: str | None = None,
+        axis_labels: Sequence[str] | None = None,
+        colours: str | Sequence[str] | None = None,
+        hist: bool = True,
+        s: float = 5.0,
+        alpha: float = 1.0,
+        figsize: tuple[float, float] = (10, 10),
+        linestyle: str = "solid",
+        gridsize: int | Sequence[int] = 100,
+        target: int | Sequence[int] | None = None,
+        format: bool = False,
+        ncol: int = 2,
+        bbox_to_anchor: tuple[float, float] = (0.0, 1.0),
+    ) -> np.ndarray:
+        """Corner scatter plot of the accepted summaries per target (an n_summaries × n_summaries grid).
+
+        Arguments are as in :meth:`scatter_plot`, except:
+
+        Args:
+            points: per target float(n, n_summaries) (default ``self.summaries.accepted``).
+            ranges: axis grid per summary (default: ``gridsize`` points from the smallest to the
+                largest plotted value, which also sets the histogram bins).
+            gridsize: grid points per summary (one int for all, or one per summary).
+
+        Returns:
+            The (n_summaries, n_summaries) array of axes.
+        """
+        points = self.summaries.accepted if points is None else points
+        if points is None:
+            raise ValueError(f"{type(self).__name__} has no accepted summaries yet: run it first or pass `points`")
+        if ranges is None:
+            ranges = corner.spans(points, corner.targets_to_plot(target, len(points)), gridsize)
+        return self.scatter_plot(ax, ranges, points, label, axis_labels, colours, hist, s, alpha, figsize, linestyle,
+                                 target, format, ncol, bbox_to_anchor)  # fmt: skip

@@ -58,6 +58,26 @@ class LikelihoodFreeInference:
         return self.marginals
 
     @staticmethod
+    def get_gridsize(gridsize: int | Sequence[int], size: int) -> list[int]:
+        """``gridsize`` as a list of ``size`` numbers of grid points (one int is repeated)."""
+        return _marginals.gridsizes(gridsize, size)
+
+    def target_choice(self, target: int | Sequence[int] | None) -> tuple[list[int], int]:
+        """The indices of the targets ``target`` selects (None: all) and how many there are."""
+        if self.n_targets is None:
+            raise ValueError(f"{type(self).__name__} has no targets yet: run it, or set `n_targets`")
+        targets = corner.targets_to_plot(target, self.n_targets)
+        return targets, len(targets)
+
+    def _grid(self, ranges: Sequence[Any] | None, gridsize: int | Sequence[int] | None) -> list[np.ndarray]:
+        """``ranges`` as arrays; by default :attr:`ranges`, or a grid over the prior's bounds with ``gridsize``."""
+        if ranges is not None:
+            return [np.asarray(points, dtype=float) for points in ranges]
+        if gridsize is None:
+            return self.ranges
+        return _marginals.grid(self._prior.low, self._prior.high, self.get_gridsize(gridsize, self.n_params))
+
+    @staticmethod
     def get_levels(marginal: Any, ranges: Any = None, levels: Sequence[float] = (0.68, 0.95)) -> list[float]:
         """Heights of the contours of a gridded density enclosing ``levels`` of its mass (increasing)."""
         return _marginals.levels(marginal, levels)

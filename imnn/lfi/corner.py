@@ -35,6 +35,17 @@ def colours_for(colours: str | Sequence[str] | None, n: int) -> list[str]:
     return colours
 
 
+def spans(points: Sequence[Any], targets: Sequence[int], gridsize: int | Sequence[int]) -> list[np.ndarray]:
+    """Grid points per coordinate from the smallest to the largest of ``points[t]`` float(n, d) over ``targets``."""
+    d = np.shape(points[targets[0]])[-1]
+    values = np.concatenate([np.asarray(points[t], dtype=float).reshape(-1, d) for t in targets])
+    if values.shape[0] == 0:
+        raise ValueError(f"there are no points to plot for targets {list(targets)}")
+    low, high = values.min(0), values.max(0)
+    low, high = np.where(high > low, low, low - 0.5), np.where(high > low, high, high + 0.5)  # one distinct value
+    return _marginals.grid(low, high, _marginals.gridsizes(gridsize, d))
+
+
 def setup(
     n_params: int,
     ranges: Sequence[np.ndarray],

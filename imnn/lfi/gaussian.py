@@ -54,4 +54,23 @@ class GaussianApproximation(LikelihoodFreeInference):
         self.parameter_estimates = estimates
         self.n_targets = estimates.shape[0]
         self.invF = _checks.matrices_per_target("invF", invF, self.n_targets, self.n_params)
-        self.marginals = _marginals.gaussian(self.parameter_estimates, self.invF, self.ranges)
+        self.marginals = self.get_marginals()
+
+    def get_marginals(
+        self,
+        parameter_estimates: Any = None,
+        invF: Any = None,
+        ranges: Sequence[Any] | None = None,
+        gridsize: int | Sequence[int] | None = None,
+    ) -> _marginals.Marginals:
+        """The Gaussian's 1-D and 2-D marginals on a grid (see :func:`imnn.lfi.marginals.gaussian`).
+
+        Args:
+            parameter_estimates: float(n_targets, n_params) (default :attr:`parameter_estimates`).
+            invF: float(n_targets, n_params, n_params) (default :attr:`invF`).
+            ranges: grid points per parameter (default :attr:`ranges`).
+            gridsize: without ``ranges``, a grid of this many points over the prior's bounds instead.
+        """
+        estimates = self.parameter_estimates if parameter_estimates is None else parameter_estimates
+        invF = self.invF if invF is None else invF
+        return _marginals.gaussian(estimates, invF, self._grid(ranges, gridsize))

@@ -25,7 +25,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import _checks
-from . import marginals as _marginals
 from .abc import ApproximateBayesianComputation
 from .simulate import container, distances_to_targets
 
@@ -111,7 +110,8 @@ def kernel_cholesky(θ: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
 class PopulationMonteCarlo(ApproximateBayesianComputation):
     """ABC with populations that move towards the posterior as ϵ shrinks (see the module docstring).
 
-    Constructor arguments as :class:`ApproximateBayesianComputation`.
+    Constructor arguments as :class:`ApproximateBayesianComputation`; with ``simulator=None`` a call
+    raises a ``ValueError`` (every iteration simulates at new parameters).
 
     Attributes:
         parameters, summaries, distances: containers whose ``all`` is float(n_targets, n_points, …)
@@ -122,7 +122,7 @@ class PopulationMonteCarlo(ApproximateBayesianComputation):
         iterations, total_draws: int(n_targets) — iterations and simulations over all calls.
     """
 
-    def __init__(self, target_data: Any, prior: Any, simulator: Callable, compressor: Callable, F: Any = None,
+    def __init__(self, target_data: Any, prior: Any, simulator: Callable | None, compressor: Callable, F: Any = None,
                  gridsize: int | list[int] = 100, distance_measure: Callable | None = None, **kwargs: Any):  # fmt: skip
         super().__init__(target_data, prior, simulator, compressor, gridsize, F, distance_measure, **kwargs)
         log_prior = self._prior.log_prob
@@ -175,6 +175,13 @@ class PopulationMonteCarlo(ApproximateBayesianComputation):
         Returns:
             ``(parameters, distances, summaries)`` containers.
         """
+        if self.simulator is None:
+            raise ValueError(
+                "PopulationMonteCarlo was built with simulator=None, but every PMC iteration simulates at newly "
+                "proposed parameters, so it needs a `simulator`; premade `proposed` and `summaries` only seed the "
+                "first population. To use only simulations made beforehand, run "
+                "ApproximateBayesianComputation(..., simulator=None, ...)(ϵ, parameters=…, summaries=…)"
+            )
         rng = _checks.key("rng", rng)
         n_points = _checks.positive_int("n_points", n_points)
         percentile = 75.0 if percentile is None else float(percentile)
@@ -287,7 +294,6 @@ class PopulationMonteCarlo(ApproximateBayesianComputation):
             box.rejected = None
             box.n_accepted = [p.θ.shape[0] for p in populations]
             box.size = box.n_accepted[0]
+            box.ϵ = self.ϵ
         self.parameters.weights = [np.exp(p.log_weights) for p in populations]
-        self.marginals = _marginals.from_samples(
-            self.parameters.accepted, self.ranges, weights=self.parameters.weights, smoothing=smoothing
-        )
+        self.marginals = self.get_marginals(smoothing=smoothing)

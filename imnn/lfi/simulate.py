@@ -21,27 +21,28 @@ class Simulations(NamedTuple):
 
     Attributes:
         target_summaries: float(n_targets, n_summaries).
-        summarise: ``summarise(key, θ: float(n, n_params)) -> float(n, n_summaries)``, jitted.
+        summarise: ``summarise(key, θ: float(n, n_params)) -> float(n, n_summaries)``, jitted
+            (``None`` without a simulator: then only premade simulations can be used).
         sample_prior: ``sample_prior(key, n) -> float(n, n_params)``, jitted.
         batch_size: simulations per jitted call.
     """
 
     target_summaries: jax.Array
-    summarise: Summarise
+    summarise: Summarise | None
     sample_prior: Callable[[jax.Array, int], jax.Array]
     batch_size: int
 
 
 def simulations(
-    target_data: Any, prior: Prior, simulator: Callable, compressor: Callable, batch_size: int
+    target_data: Any, prior: Prior, simulator: Callable | None, compressor: Callable, batch_size: int
 ) -> Simulations:
-    """Check the user's functions and compile the simulate-and-compress step."""
+    """Check the user's functions and compile the simulate-and-compress step (``simulator`` may be None)."""
     for name, fn in (("simulator", simulator), ("compressor", compressor)):
-        if not callable(fn):
+        if not callable(fn) and not (name == "simulator" and fn is None):
             raise TypeError(f"`{name}` should be a function but is {type(fn).__name__}")
     return Simulations(
         compress_targets(compressor, target_data),
-        jax.jit(lambda key, θ: jnp.asarray(compressor(simulator(key, θ)))),
+        None if simulator is None else jax.jit(lambda key, θ: jnp.asarray(compressor(simulator(key, θ)))),
         jax.jit(prior.sample, static_argnums=1),
         _checks.positive_int("batch_size", batch_size),
     )
@@ -49,6 +50,11 @@ def simulations(
 
 def from_prior(setup: Simulations, rng: jax.Array, n_samples: int) -> tuple[jax.Array, jax.Array]:
     """``n_samples`` prior draws float(n_samples, n_params) and their summaries float(n_samples, n_summaries)."""
+    if setup.summarise is None:
+        raise ValueError(
+            "there is no `simulator` (simulator=None), so nothing can be simulated: pass premade `parameters` "
+            "float(n, n_params) and their compressed `summaries` float(n, n_summaries) instead"
+        )
     n_samples = _checks.positive_int("n_samples", n_samples)
     prior_key, simulation_key = jax.random.split(_checks.key("rng", rng))
     θ = setup.sample_prior(prior_key, n_samples)
@@ -65,11 +71,12 @@ class container:
         rejected: list, per target, of the rejected samples (``None`` for PMC).
         n_accepted: list of the number accepted per target.
         weights: PMC only: list, per target, of float(n_points) importance weights summing to one.
+        ϵ: float(n_targets) — the acceptance distance of ``accepted`` per target.
         size: number of samples in ``all``.
     """
 
     def __init__(self) -> None:
-        self.all = self.accepted = self.rejected = self.n_accepted = self.weights = None
+        self.all = self.accepted = self.rejected = self.n_accepted = self.weights = self.ϵ = None
         self.size = 0
 
     def __repr__(self) -> str:
@@ -119,7 +126,7 @@ def F_distance(summaries: jax.Array, target: jax.Array, F: jax.Array) -> jax.Arr
 
 
 def euclidean_distance(summaries: jax.Array, target: jax.Array, F: Any = None) -> jax.Array:
-    """Euclidean distance |x − x_t|: float(n) for summaries float(n, n_summaries)."""
+    """Euclidean distance ``|x − x_t|``: float(n) for summaries float(n, n_summaries)."""
     return jnp.sqrt(jnp.sum((summaries - target) ** 2, axis=-1))
 
 
