@@ -197,6 +197,26 @@ def test_pmc_without_simulator_says_why_at_call_time(premade):
         pmc(jax.random.key(0), 100, proposed=θ, summaries=mean_and_variance(data))
 
 
+def test_pmc_set_samples_is_refused_with_what_to_do_instead(premade):
+    targets, θ, data = premade
+    pmc = imnn.lfi.PopulationMonteCarlo(targets, prior(), PROBLEM.simulate_batch, mean_and_variance)
+    with pytest.raises(TypeError, match=r"without importance weights.*proposed=parameters, summaries=summaries"):
+        pmc.set_samples(θ, mean_and_variance(data))
+    assert pmc.parameters.all is None
+
+
+def test_npe_without_simulator_trains_on_premade_pairs_only(premade):
+    targets, θ, data = premade
+    npe = imnn.lfi.NeuralPosteriorEstimation(targets[:1], prior(), None, mean_and_variance)
+    with pytest.raises(ValueError, match="simulator=None.*pass premade `parameters`"):
+        npe(jax.random.key(0), n_simulations=100)
+    samples = npe(jax.random.key(1), n_samples=2000, parameters=θ, summaries=mean_and_variance(data),
+                  max_epochs=30, show_progress=False)  # fmt: skip
+    # the target was drawn at (μ, Σ) = (0, 1) from 10 points: the posterior mean is within its broad width
+    mean, std = samples.accepted[0].mean(0), samples.accepted[0].std(0)
+    assert np.all(np.abs(mean - np.array([0.0, 1.0])) < 3 * std) and np.all(std < np.array([0.6, 0.8])), (mean, std)
+
+
 def test_scatter_summaries_draws_the_accepted_summaries(premade):
     targets, θ, data = premade
     abc = imnn.lfi.ApproximateBayesianComputation(targets, prior(), None, three_summaries)

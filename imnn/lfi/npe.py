@@ -64,7 +64,8 @@ class NeuralPosteriorEstimation(LikelihoodFreeInference):
 
     Args:
         target_data, prior, simulator, compressor, gridsize, ranges, batch_size: as
-            :class:`~imnn.lfi.ApproximateBayesianComputation`.
+            :class:`~imnn.lfi.ApproximateBayesianComputation`; with ``simulator=None`` a call
+            trains only on premade ``parameters`` and ``summaries``.
         flow: an untrained ``flowjax`` conditional distribution with event shape (n_params,)
             and ``cond_dim = n_summaries``; default: a masked autoregressive flow with
             rational-quadratic splines.
@@ -81,7 +82,7 @@ class NeuralPosteriorEstimation(LikelihoodFreeInference):
         self,
         target_data: Any,
         prior: Any,
-        simulator: Callable,
+        simulator: Callable | None,
         compressor: Callable,
         gridsize: int | Sequence[int] = 100,
         flow: Any = None,

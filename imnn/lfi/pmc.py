@@ -284,6 +284,14 @@ class PopulationMonteCarlo(ApproximateBayesianComputation):
         bar.close()
         return population, acceptance, iterations, total_draws
 
+    def set_samples(self, parameters: Any, summaries: Any, distances: Any = None, replace: bool = False) -> None:
+        """Refused: a PMC population carries importance weights that loose simulations do not have."""
+        raise TypeError(
+            "PopulationMonteCarlo.set_samples would add simulations without importance weights to the "
+            "populations; seed a run with them instead: pmc(rng, n_points, proposed=parameters, summaries=summaries), "
+            "or keep them in an ApproximateBayesianComputation (its set_samples adds to its simulations)"
+        )
+
     def set_accepted(self, smoothing: float | None = None) -> None:
         """Fill the containers from the current populations and compute the weighted marginals."""
         populations = self._populations
