@@ -136,6 +136,7 @@ class IMNNBase:
         )  # fmt: skip
         self.initial_w = self.final_w = self.best_w = self.w = self.state.params
         self.history = _empty_history(validation_data is not None)
+        self.information_history: list[tuple[int, fisher.Information]] = []
         self.F = self.invF = self.C = self.invC = self.μ = self.dμ_dθ = None
 
         apply, θ_fid = self._network.apply, self.θ_fid
@@ -323,6 +324,32 @@ class IMNNBase:
             self.invF = invF
         return self
 
+    def information(
+        self,
+        w: Any = None,
+        key: jax.Array | None = None,
+        validate: bool = True,
+        *,
+        confidence: float = 0.9,
+        n_bootstrap: int = 1000,
+        hartlap: bool = False,
+    ) -> fisher.Information:
+        """:func:`imnn.fisher.information` of this model's summaries: ``F``, ``|F|`` and its bootstrap interval.
+
+        The summaries are those of the validation set when there is one and ``validate`` is true,
+        else of the training set (fresh simulations for simulator-based IMNNs: give ``key``). The
+        result is also kept in ``information_history`` with the iteration it belongs to, and
+        :meth:`plot` draws it on the ``|F|`` history.
+        """
+        key = self._key_for(key)
+        summaries, resampling = jax.random.split(key)
+        x, dx_dθ = self.get_summaries(w, summaries, validate)
+        result = fisher.information(
+            x, dx_dθ, confidence=confidence, n_bootstrap=n_bootstrap, hartlap=hartlap, key=resampling
+        )
+        self.information_history.append((max(len(self.history["detF"]) - 1, 0), result))
+        return result
+
     def get_summaries(self, w: Any = None, key: jax.Array | None = None, validate: bool = False):
         """Summaries and their derivatives at weights ``w`` (default ``self.w``).
 
@@ -376,11 +403,13 @@ class IMNNBase:
     ):
         """Plot the fit history (|F|; |C| and |C⁻¹|; Λ2 and r) and return the axes.
 
+        Every :meth:`information` computed so far is drawn on the |F| panel as its interval.
+
         See :func:`imnn.plotting.plot_history` for the arguments.
         """
         return plotting.plot_history(
             self.history, ax=ax, expected_detF=expected_detF, colour=colour,
-            figsize=figsize, label=label, filename=filename, ncol=ncol,
+            figsize=figsize, label=label, filename=filename, ncol=ncol, intervals=self.information_history,
         )  # fmt: skip
 
     # ------------------------------------------------------------ ASCII names

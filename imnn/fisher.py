@@ -9,10 +9,13 @@ Pure, jittable functions shared by every IMNN variant. Shapes:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from . import _checks
 
 Array = jax.Array
 
@@ -148,3 +151,96 @@ def estimate(x: Array, stats: FisherStatistics, θ_fid: Array) -> Array:
     invF = jnp.linalg.inv(stats.F)
     projection = stats.invC @ stats.dμ_dθ @ invF  # (n_summaries, n_params)
     return θ_fid + (x - stats.μ) @ projection
+
+
+class Information(NamedTuple):
+    """The Fisher information of a set of summaries, with a bootstrap interval on ``|F|``.
+
+    Attributes:
+        F: float(n_params, n_params) — the estimate from all the simulations (Hartlap-corrected if asked).
+        detF: float() — ``|F|``.
+        detF_interval: float(2) — ``(low, high)``, the central ``confidence`` interval of ``|F|``
+            over bootstrap resamples of the simulations.
+        detF_bootstrap: float(n_bootstrap) — ``|F|`` of every resample.
+        confidence: the probability the interval is meant to cover.
+    """
+
+    F: Array
+    detF: Array
+    detF_interval: Array
+    detF_bootstrap: Array
+    confidence: float
+
+
+def hartlap_factor(n_s: int, n_summaries: int) -> float:
+    """``(n_s − n_summaries − 2) / (n_s − 1)``: makes ``factor · Ĉ⁻¹`` an unbiased estimate of ``C⁻¹``.
+
+    The inverse of a sample covariance of Gaussian summaries is biased high (Hartlap et al. 2007).
+    """
+    return (n_s - n_summaries - 2) / (n_s - 1)
+
+
+def information(
+    x: Array,
+    dx_dθ: Array,
+    *,
+    confidence: float = 0.9,
+    n_bootstrap: int = 1000,
+    hartlap: bool = False,
+    key: jax.Array,
+) -> Information:
+    """Fisher information of summaries with a bootstrap interval on ``|F|``.
+
+    The simulations are resampled with replacement — the first ``n_d`` (which carry derivatives)
+    among themselves, the others among themselves — so each resample keeps ``n_s`` and ``n_d``.
+    The interval is the central ``confidence`` range of ``|F|`` over the resamples: it reflects
+    how much ``|F|`` would change with another set of ``n_s`` simulations, which is what the
+    point estimate ``model.F`` hides.
+
+    Args:
+        x: float(n_s, n_summaries) — summaries of the fiducial simulations.
+        dx_dθ: float(n_d, n_summaries, n_params) — derivatives of the first ``n_d`` of them.
+        confidence: in (0, 1).
+        n_bootstrap: number of resamples.
+        hartlap: multiply ``C⁻¹`` by :func:`hartlap_factor` (needs ``n_s > n_summaries + 2``).
+        key: PRNG key of the resampling.
+
+    Returns:
+        :class:`Information`.
+    """
+    x, dx_dθ = jnp.asarray(x), jnp.asarray(dx_dθ)
+    if x.ndim != 2:
+        raise ValueError(f"`x` should be float(n_s, n_summaries) but has shape {x.shape}")
+    n_s, n_summaries = x.shape
+    if dx_dθ.ndim != 3 or dx_dθ.shape[1] != n_summaries or not 0 < dx_dθ.shape[0] <= n_s:
+        raise ValueError(
+            f"`dx_dθ` should be float(n_d, n_summaries={n_summaries}, n_params) with n_d ≤ n_s = {n_s} "
+            f"but has shape {dx_dθ.shape}"
+        )
+    confidence = float(confidence)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`confidence` should be in (0, 1) but is {confidence}")
+    n_bootstrap = _checks.positive_int("n_bootstrap", n_bootstrap)
+    hartlap = _checks.boolean("hartlap", hartlap)
+    if hartlap and n_s <= n_summaries + 2:
+        raise ValueError(f"`hartlap=True` needs n_s > n_summaries + 2 = {n_summaries + 2} but n_s = {n_s}")
+    factor = hartlap_factor(n_s, n_summaries) if hartlap else 1.0
+    F, detF_bootstrap = _bootstrap(x, dx_dθ, _checks.key("key", key), n_bootstrap, factor)
+    tail = (1.0 - confidence) / 2
+    interval = jnp.quantile(detF_bootstrap, jnp.array([tail, 1.0 - tail]))
+    return Information(F, jnp.linalg.det(F), interval, detF_bootstrap, confidence)
+
+
+@functools.partial(jax.jit, static_argnames=("n_bootstrap", "factor"))
+def _bootstrap(x: Array, dx_dθ: Array, key: jax.Array, n_bootstrap: int, factor: float) -> tuple[Array, Array]:
+    n_s, n_d = x.shape[0], dx_dθ.shape[0]
+
+    def detF(key: jax.Array) -> Array:
+        with_derivative, without = jax.random.split(key)
+        paired = jax.random.randint(with_derivative, (n_d,), 0, n_d)
+        rest = jax.random.randint(without, (n_s - n_d,), n_d, n_s)
+        resampled = statistics(x[jnp.concatenate([paired, rest])], dx_dθ[paired])
+        return jnp.linalg.det(factor * resampled.F)
+
+    detF_bootstrap = jax.lax.map(detF, jax.random.split(key, n_bootstrap), batch_size=min(n_bootstrap, 100))
+    return factor * statistics(x, dx_dθ).F, detF_bootstrap

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ def plot_history(
     label: str = "",
     filename: str | None = None,
     ncol: int = 1,
+    intervals: Sequence[tuple[int, Any]] = (),
 ):
     """The reference's three-panel history plot; training solid, validation dotted.
 
@@ -33,6 +34,8 @@ def plot_history(
         label: legend label of this fit.
         filename: save the figure there as well.
         ncol: legend columns.
+        intervals: ``(iteration, imnn.fisher.Information)`` pairs (``model.information_history``),
+            each drawn on the ``|F|`` panel as its estimate with its bootstrap interval.
 
     Returns:
         The three axes (a numpy array of ``matplotlib.axes.Axes``).
@@ -60,6 +63,12 @@ def plot_history(
     lines(ax[0], "detF", r"$|{\bf F}|$")
     if expected_detF is not None:
         ax[0].axhline(expected_detF, color="black", linestyle="dashed", label=r"analytic $|{\bf F}|$")
+    for n, (iteration, info) in enumerate(intervals):
+        low, high = np.asarray(info.detF_interval)
+        ax[0].errorbar(
+            iteration, float(info.detF), yerr=[[float(info.detF) - low], [high - float(info.detF)]], color=colour,
+            marker="o", capsize=4, label=f"{prefix}{info.confidence:.0%} interval" if n == 0 else None,
+        )  # fmt: skip
     ax[0].set_ylabel(r"$|{\bf F}|$")
     lines(ax[1], "detC", r"$|{\bf C}|$")
     lines(ax[1], "detinvC", r"$|{\bf C}^{-1}|$", alpha=0.5)

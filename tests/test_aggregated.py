@@ -90,6 +90,7 @@ def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
     ]  # fmt: skip
     deadline = time.monotonic() + float(os.environ.get("IMNN_MULTIHOST_DEADLINE", 240))  # longer under stress
     try:
+        single = multihost_results()  # while they run: the same 4 devices' worth of work in this one process
         while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
             if any(p.poll() not in (None, 0) for p in processes):
                 break
@@ -104,7 +105,6 @@ def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
     for i, p in enumerate(processes):
         assert p.returncode == 0, (tmp_path / f"process{i}.log").read_text()[-3000:]
     first, second = (dict(np.load(out)) for out in outputs)
-    single = multihost_results()  # this process: the same 4 devices' worth of work on one host
     assert first.keys() == second.keys() == single.keys()
     for name, values in single.items():
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
