@@ -5,10 +5,24 @@ is built from are importable for power users: :mod:`imnn.fisher` (statistics,
 loss, estimate), :mod:`imnn.sources` (how summaries are made),
 :mod:`imnn.executors`, :mod:`imnn.aggregation` and :mod:`imnn.streaming` (how they
 are evaluated), :mod:`imnn.loaders` (per-device iterators over arrays on disk) and
-:mod:`imnn.engine` (the fit loop).
+:mod:`imnn.engine` (the fit loop); :mod:`imnn.finite_differences` and
+:mod:`imnn.information_map` check a fitted compressor (step bias, information across the prior).
 """
 
-from . import aggregation, engine, executors, fisher, lfi, loaders, plotting, sources, streaming, utils
+from . import (
+    aggregation,
+    engine,
+    executors,
+    finite_differences,
+    fisher,
+    information_map,
+    lfi,
+    loaders,
+    plotting,
+    sources,
+    streaming,
+    utils,
+)  # fmt: skip
 from .adapters import OptimiserState
 from .aggregated import AggregatedGradientIMNN, AggregatedNumericalGradientIMNN, AggregatedSimulatorIMNN
 from .datasets import DatasetGradientIMNN, DatasetNumericalGradientIMNN
@@ -33,7 +47,9 @@ __all__ = [
     "aggregation",
     "engine",
     "executors",
+    "finite_differences",
     "fisher",
+    "information_map",
     "lfi",
     "loaders",
     "plotting",

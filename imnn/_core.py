@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks, _compat, engine, executors, fisher, interrupts, persistence, plotting
+from . import information_map as information_maps
 from .adapters import OptimiserState, as_network, as_optimiser, initial_state
 from .sources import Source
 
@@ -349,6 +350,8 @@ class IMNNBase:
         )
         self.information_history.append((max(len(self.history["detF"]) - 1, 0), result))
         return result
+
+    information_map = information_maps.for_model
 
     def get_summaries(self, w: Any = None, key: jax.Array | None = None, validate: bool = False):
         """Summaries and their derivatives at weights ``w`` (default ``self.w``).

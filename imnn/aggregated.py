@@ -27,7 +27,7 @@ from typing import Any
 
 import jax
 
-from . import _checks, _compat, aggregation
+from . import _checks, _compat, aggregation, finite_differences
 from ._core import IMNNBase, accepts_ascii_aliases
 from .imnns import gradient_source, numerical_source, simulator_source
 
@@ -158,6 +158,7 @@ class AggregatedNumericalGradientIMNN(IMNNBase):
     """
 
     n_devices = _compat.n_devices
+    finite_difference_bias = finite_differences.finite_difference_bias
 
     @accepts_ascii_aliases
     def __init__(

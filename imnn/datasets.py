@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from . import _checks, _compat, sources, streaming
+from . import _checks, _compat, finite_differences, sources, streaming
 from ._core import IMNNBase, accepts_ascii_aliases
 from .aggregated import batching, check_compatibility_flags
 
@@ -189,6 +189,7 @@ class DatasetNumericalGradientIMNN(IMNNBase):
     """
 
     n_devices = _compat.n_devices
+    finite_difference_bias = finite_differences.finite_difference_bias
 
     @accepts_ascii_aliases
     def __init__(

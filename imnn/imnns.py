@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from . import _checks, sources
+from . import _checks, finite_differences, sources
 from ._core import IMNNBase, accepts_ascii_aliases
 
 
@@ -227,6 +227,8 @@ class NumericalGradientIMNN(IMNNBase):
         validation_fiducial, validation_derivative: a second set of the same shapes.
         verbose: print a one-line summary after each fit.
     """
+
+    finite_difference_bias = finite_differences.finite_difference_bias
 
     @accepts_ascii_aliases
     def __init__(

@@ -102,3 +102,70 @@ def _twin(axis: Any) -> Any:
         ):
             return other
     return axis.twinx()
+
+
+def plot_information_map(
+    result: Any,
+    ax: Any = None,
+    relative: bool | None = None,
+    parameter_names: Sequence[str] | None = None,
+    label: str = "",
+    colour: str = "C0",
+    figsize: tuple[float, float] = (5, 4),
+    filename: str | None = None,
+):
+    """``|F(θ)|`` of an :class:`imnn.information_map.InformationMap` over a 1-D slice or a 2-D grid.
+
+    The parameters that vary between the points decide the picture: one → a line against it
+    (the reference ``|F|`` dashed), two → a colour map (of the ratio to the reference where
+    there is one), with ``θ_fid`` marked.
+
+    Args:
+        result: the map (``model.information_map(...)``).
+        ax: axes to draw on; a new figure when ``None``.
+        relative: draw ``|F| / reference`` (default: whenever there is a reference).
+        parameter_names: axis labels, one per parameter (default ``θ_0, θ_1, …``).
+        label, colour: of the line in 1-D.
+        figsize, filename: size of a new figure; save it there as well.
+
+    Returns:
+        The axes.
+    """
+    import matplotlib.pyplot as plt
+
+    θ = np.asarray(result.θ)
+    varying = [p for p in range(θ.shape[1]) if np.ptp(θ[:, p]) > 0]
+    if len(varying) not in (1, 2):
+        raise ValueError(f"the map's points vary in {len(varying)} parameters; a plot needs a 1-D slice or a 2-D grid")
+    relative = result.reference_detF is not None if relative is None else relative
+    if relative and result.reference_detF is None:
+        raise ValueError("`relative=True` needs a map computed with a `reference`")
+    names = list(parameter_names) if parameter_names is not None else [f"θ_{p}" for p in range(θ.shape[1])]
+    value = result.ratio if relative else result.detF
+    value_name = r"$|{\bf F}(\theta)|\,/\,|{\bf F}_{\rm ref}(\theta)|$" if relative else r"$|{\bf F}(\theta)|$"
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    if len(varying) == 1:
+        (p,) = varying
+        order = np.argsort(θ[:, p])
+        ax.plot(θ[order, p], value[order], color=colour, marker="o", label=label or value_name)
+        if result.reference_detF is not None and not relative:
+            ax.plot(θ[order, p], result.reference_detF[order], color="black", linestyle="dashed", label="reference")
+        if relative:
+            ax.axhline(1, color="black", linestyle="dashed")
+        if result.θ_fid is not None:
+            ax.axvline(result.θ_fid[p], color="grey", linestyle="dotted", label=r"$\theta_{\rm fid}$")
+        ax.set_xlabel(names[p])
+        ax.set_ylabel(value_name)
+        ax.legend(frameon=False, fontsize="small")
+    else:
+        p, q = varying
+        mesh = ax.tricontourf(θ[:, p], θ[:, q], value, levels=20)
+        ax.figure.colorbar(mesh, ax=ax, label=value_name)
+        if result.θ_fid is not None:
+            ax.plot(result.θ_fid[p], result.θ_fid[q], marker="*", color="white", markersize=12, markeredgecolor="k")
+        ax.set_xlabel(names[p])
+        ax.set_ylabel(names[q])
+    if filename is not None:
+        ax.figure.savefig(filename, bbox_inches="tight")
+    return ax

@@ -129,3 +129,22 @@ def multihost_results(iterations=4):
         results[f"dataset_{kind}_w"] = np.asarray(jax.device_get(jax.tree.leaves(model.final_w)[0]))
         results[f"dataset_{kind}_detF"] = model.history["detF"]
     return results
+
+
+class Quadratic(nn.Module):
+    """Each datum and its square, mixed linearly: enough to find the Gaussian problem's sufficient statistics."""
+
+    @nn.compact
+    def __call__(self, d):
+        return nn.Dense(2)(jnp.concatenate([d, d**2]))
+
+
+def fitted_quadratic(n, patience, max_iterations):
+    """A GradientIMNN with :class:`Quadratic` features fitted at θ_fid = (0, 1) on ``n`` simulations."""
+    sims = PROBLEM.simulations(jax.random.key(0), n, n)
+    model = imnn.GradientIMNN(
+        n_s=n, n_d=n, n_params=2, n_summaries=2, input_shape=(10,), θ_fid=θ_FID,
+        model=Quadratic(), optimiser=optax.adam(0.1), key_or_state=jax.random.key(1),
+        fiducial=sims.fiducial, derivative=sims.derivative, verbose=False,
+    )  # fmt: skip
+    return model.fit(10.0, 0.1, patience=patience, max_iterations=max_iterations)

@@ -5,7 +5,6 @@ computation. The compressor is an IMNN fitted here; it sees (d, d²), so it can 
 the sufficient statistics and the posterior given its summaries equals the exact one.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -13,6 +12,7 @@ import numpy as np
 import numpyro.distributions as dist
 import optax
 import pytest
+from helpers import Quadratic, fitted_quadratic
 
 import imnn
 from imnn.lfi import marginals
@@ -28,21 +28,9 @@ def prior():
     return dist.Uniform(jnp.asarray(LOW), jnp.asarray(HIGH)).to_event(1)
 
 
-class Quadratic(nn.Module):
-    @nn.compact
-    def __call__(self, d):
-        return nn.Dense(2)(jnp.concatenate([d, d**2]))
-
-
 @pytest.fixture(scope="module")
 def compressor():
-    sims = PROBLEM.simulations(jax.random.key(0), 5000, 5000)
-    model = imnn.GradientIMNN(
-        n_s=5000, n_d=5000, n_params=2, n_summaries=2, input_shape=(10,), θ_fid=jnp.array(PROBLEM.θ_fid),
-        model=Quadratic(), optimiser=optax.adam(0.1), key_or_state=jax.random.key(1),
-        fiducial=sims.fiducial, derivative=sims.derivative, verbose=False,
-    )  # fmt: skip
-    return model.fit(10.0, 0.1, patience=100, max_iterations=1500)
+    return fitted_quadratic(5000, patience=100, max_iterations=1500)
 
 
 @pytest.fixture(scope="module")
@@ -293,20 +281,43 @@ def test_npe_recovers_the_exact_posterior_within_the_prior(npe, exact):
     assert np.all((npe.parameters.all > LOW) & (npe.parameters.all < HIGH))
 
 
-def test_npe_simulation_based_calibration(npe, compressor):
-    """Ranks of the true θ among posterior samples, over many synthetic targets, are uniform."""
-    n_targets, n_samples, n_bins = 300, 99, 10
-    θ_key, sim_key, sample_key = jax.random.split(jax.random.key(6), 3)
-    θ = imnn.lfi.as_prior(prior()).sample(θ_key, n_targets)
-    summaries = compressor.get_estimate(PROBLEM.simulate_batch(sim_key, θ))
-    samples = np.asarray(npe.sample(sample_key, summaries, n_samples))  # (n_targets, n_samples, 2)
-    ranks = (samples < np.asarray(θ)[:, None]).sum(1)  # in 0..n_samples
-    expected = n_targets / n_bins
-    # each bin count is Binomial(n_targets, 1/n_bins); a 99.9 % band per bin and parameter
-    band = 3.3 * np.sqrt(n_targets * (1 / n_bins) * (1 - 1 / n_bins))
-    for parameter in range(2):
-        counts = np.histogram(ranks[:, parameter], bins=n_bins, range=(0, n_samples + 1))[0]
-        assert np.all(np.abs(counts - expected) < band), (parameter, counts)
+@pytest.fixture(scope="module")
+def many_targets():
+    """300 (θ_true, target data) pairs drawn from the prior, for calibration."""
+    return imnn.lfi.draw_targets(prior(), PROBLEM.simulate_batch, 300, jax.random.key(6))
+
+
+def test_npe_is_calibrated_over_many_targets(npe, compressor, many_targets):
+    """The amortised flow, sampled for 300 new targets: ranks, coverage and TARP within their bands."""
+    θ, data = many_targets
+    samples = np.asarray(npe.sample(jax.random.key(7), compressor.get_estimate(data), 500))
+    result = imnn.lfi.calibrate(None, θ, samples=samples, prior=prior(), progress=False)
+    assert set(result.diagnosis.values()) == {"calibrated"}, result.diagnosis
+
+
+@pytest.mark.parametrize("epsilon", [0.3, 3.0])
+def test_abc_calibration_widens_with_epsilon(compressor, many_targets, epsilon):
+    """ABC accepts within ϵ Fisher errors: small ϵ is calibrated; ϵ = 3 is too wide in μ (jointly
+    too), while Σ's posterior, bounded by the prior, stays within its band."""
+    θ, data = many_targets
+    abc = imnn.lfi.ApproximateBayesianComputation(data, prior(), PROBLEM.simulate_batch, compressor.get_estimate,
+                                                  F=compressor.F, gridsize=20)  # fmt: skip
+    abc(ϵ=epsilon, rng=jax.random.key(8), n_samples=200_000)
+    diagnosis = imnn.lfi.calibrate(abc, θ, key=jax.random.key(9), max_samples=1000, progress=False).diagnosis
+    if epsilon < 1:
+        assert set(diagnosis.values()) == {"calibrated"}, diagnosis
+    else:
+        assert diagnosis["central θ_0"] == diagnosis["hpd"] == "under-confident", diagnosis
+        assert "over-confident" not in diagnosis.values(), diagnosis
+
+
+def test_pmc_populations_are_read_with_their_weights(pmc):
+    samples, weights = imnn.lfi.posterior_samples(pmc)
+    for i in range(pmc.n_targets):
+        np.testing.assert_array_equal(samples[i], pmc.parameters.accepted[i])
+        np.testing.assert_allclose(weights[i], pmc.parameters.weights[i])
+    result = imnn.lfi.calibrate(pmc, TRUE_θ, progress=False)
+    assert result.ranks.shape == (2, 2) and np.all((result.ranks >= 0) & (result.ranks <= 1))
 
 
 def test_npe_leaves_out_failed_simulations_with_a_warning(compressor, targets):

@@ -95,7 +95,7 @@ def test_imnn_vs_regression_compares_fisher_and_posteriors(tmp_path):
         assert 0.5 < σ_μ / exact[1] < 1.5 and 0.5 < σ_Σ / exact[3] < 1.5, name
 
 
-def test_lfi_notebook_compares_every_method_with_the_exact_posterior(tmp_path):
+def test_lfi_notebook_compares_every_method_with_the_exact_posterior_and_checks_calibration(tmp_path):
     text, images = execute("lfi_mean_and_variance", tmp_path)
     rows = re.findall(r"(exact|ABC|PMC|flow): μ = ([-+\d.]+) ± ([\d.]+)   Σ = ([\d.]+) ± ([\d.]+)", text)
     assert len(rows) == 3 * 4
@@ -104,4 +104,10 @@ def test_lfi_notebook_compares_every_method_with_the_exact_posterior(tmp_path):
         for name, μ, σ_μ, Σ, σ_Σ in methods:  # small budgets: means within 0.6 σ, σ within ±50 % of exact
             assert abs(μ - exact[0]) < 0.6 * exact[1] and abs(Σ - exact[2]) < 0.6 * exact[3], (name, target)
             assert 0.5 < σ_μ / exact[1] < 1.5 and 0.5 < σ_Σ / exact[3] < 1.5, (name, target)
-    assert images >= 1
+    verdicts = dict(re.findall(r"calibration of (\w+) over \d+ targets: (\{.*\})", text))
+    assert set(verdicts) == {"Gaussian", "ABC", "PMC", "flow"}, verdicts
+    # F⁻¹ at Σ = 1 is too narrow for most of the prior (Σ up to 4); ABC at ϵ = 0.5 is not too narrow
+    assert "'central Σ': 'over-confident'" in verdicts["Gaussian"], verdicts["Gaussian"]
+    assert "over-confident" not in verdicts["ABC"], verdicts["ABC"]
+    assert images >= 5
+
