@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks, fisher
-from .sources import finite_difference
+from . import _checks, fisher, sources
 
 CHUNK = 512  # simulations summarised per network call (bounds memory, not results)
 
@@ -44,19 +43,20 @@ class FiniteDifferenceBias(NamedTuple):
 
 
 def bias(
-    summarise: Callable[[Any], jax.Array], fiducial: Any, steps: Any, half_steps: Any, δθ: jax.Array
+    apply: Callable, w: Any, fiducial: Any, steps: Any, half_steps: Any, δθ: jax.Array
 ) -> FiniteDifferenceBias:
     """Compare ``F`` from seed-matched simulations at ``θ_fid ± δθ/2`` and at ``θ_fid ± δθ/4``.
 
     Args:
-        summarise: the network on a batch, float(n, *input_shape) → float(n, n_summaries).
+        apply, w: the network ``apply(w, d)`` on ONE simulation float(*input_shape) → float(n_summaries).
         fiducial: float(n_s, *input_shape) — for the covariance.
         steps: float(m, 2, n_params, *input_shape) — ``[:, 0, p]`` at ``θ_fid − δθ_p/2``, ``[:, 1, p]`` above.
         half_steps: the same at ``θ_fid ∓ δθ_p/4``, each with the seed of the matching ``steps`` row.
         δθ: float(n_params).
     """
-    x = _in_chunks(summarise, fiducial)
-    derivatives = [_derivatives(summarise, pairs, step) for pairs, step in ((steps, δθ), (half_steps, δθ / 2))]
+    summarise = jax.jit(jax.vmap(apply, (None, 0)))
+    x = jnp.concatenate([summarise(w, jnp.asarray(fiducial[i : i + CHUNK])) for i in range(0, len(fiducial), CHUNK)])
+    derivatives = [_derivatives(apply, w, fiducial, pairs, step) for pairs, step in ((steps, δθ), (half_steps, δθ / 2))]
     statistics = [fisher.statistics(x, dx_dθ) for dx_dθ in derivatives]
     extrapolated = fisher.statistics(x, (4 * derivatives[1] - derivatives[0]) / 3)
     detF = jnp.stack([jnp.linalg.det(s.F) for s in statistics])
@@ -132,7 +132,7 @@ def finite_difference_bias(
             )
         half_steps = _checks.array("half_steps", half_steps, (m, *layout), "(m, 2, n_params, *input_shape)")
         steps = _checks.array("steps", steps[:m], (m, *layout), "(m, 2, n_params, *input_shape)")
-    return bias(lambda d: model.model(w, d), fiducial, steps, half_steps, jnp.asarray(model.δθ))
+    return bias(model._network.apply, w, fiducial, steps, half_steps, jnp.asarray(model.δθ))
 
 
 def _stored(name: str, model: Any, given: Any) -> Any:
@@ -144,12 +144,15 @@ def _stored(name: str, model: Any, given: Any) -> Any:
     return stored
 
 
-def _in_chunks(summarise: Callable[[Any], jax.Array], d: Any) -> jax.Array:
-    return jnp.concatenate([summarise(jnp.asarray(d[i : i + CHUNK])) for i in range(0, len(d), CHUNK)])
+def _derivatives(apply: Callable, w: Any, fiducial: Any, pairs: Any, δθ: jax.Array) -> jax.Array:
+    """float(m, n_summaries, n_params) from pairs float(m, 2, n_params, *input_shape), by the
+    numerical-gradient source's own per-simulation rule, ``CHUNK`` simulations per call."""
+    with_derivative = _numerical_derivatives(sources.numerical(δθ, len(pairs)).with_derivative, apply)
+    return jnp.concatenate([
+        with_derivative(w, jnp.asarray(fiducial[i : min(i + CHUNK, len(pairs))]), jnp.asarray(pairs[i : i + CHUNK]))
+        for i in range(0, len(pairs), CHUNK)
+    ])  # fmt: skip
 
 
-def _derivatives(summarise: Callable[[Any], jax.Array], pairs: Any, δθ: jax.Array) -> jax.Array:
-    """float(m, n_summaries, n_params) from pairs float(m, 2, n_params, *input_shape)."""
-    m, _, n_params = pairs.shape[:3]
-    x_pm = _in_chunks(summarise, np.reshape(pairs, (m * 2 * n_params, *pairs.shape[3:])))
-    return jax.vmap(finite_difference, (0, None))(x_pm.reshape(m, 2, n_params, -1), δθ)
+def _numerical_derivatives(with_derivative: Callable, apply: Callable) -> Callable:
+    return jax.jit(lambda w, d, pairs: jax.vmap(with_derivative, (None, None, 0))(apply, w, (d, pairs))[1])
