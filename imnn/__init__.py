@@ -6,7 +6,8 @@ loss, estimate), :mod:`imnn.sources` (how summaries are made),
 :mod:`imnn.executors`, :mod:`imnn.aggregation` and :mod:`imnn.streaming` (how they
 are evaluated), :mod:`imnn.loaders` (per-device iterators over arrays on disk) and
 :mod:`imnn.engine` (the fit loop); :mod:`imnn.finite_differences` and
-:mod:`imnn.information_map` check a fitted compressor (step bias, information across the prior).
+:mod:`imnn.information_map` check a fitted compressor (step bias, information across the prior);
+:mod:`imnn.hybrid` puts a network on top of a fixed statistic.
 """
 
 from . import (
@@ -15,6 +16,7 @@ from . import (
     executors,
     finite_differences,
     fisher,
+    hybrid,
     information_map,
     lfi,
     loaders,
@@ -49,6 +51,7 @@ __all__ = [
     "executors",
     "finite_differences",
     "fisher",
+    "hybrid",
     "information_map",
     "lfi",
     "loaders",

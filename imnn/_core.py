@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks, _compat, engine, executors, fisher, interrupts, persistence, plotting
+from . import _checks, _compat, engine, executors, fisher, hybrid, interrupts, persistence, plotting
 from . import information_map as information_maps
 from .adapters import OptimiserState, as_network, as_optimiser, initial_state
 from .sources import Source
@@ -128,6 +128,12 @@ class IMNNBase:
         self._needs_key = needs_key
 
         self._network = as_network(model, self.input_shape)
+        self.n_fixed = hybrid.n_fixed(model, self.input_shape)  # summaries from a Hybrid's fixed statistic
+        if self.n_fixed >= self.n_summaries:
+            raise ValueError(
+                f"`n_summaries` (={n_summaries}) should exceed the {self.n_fixed} entries of the Hybrid's fixed "
+                "statistic: the network gives the rest"
+            )
         self._optimiser = as_optimiser(optimiser)
         self.state = initial_state(self._network, optimiser, self._optimiser, key_or_state)
         _checks.output_shape(
@@ -342,9 +348,7 @@ class IMNNBase:
         result is also kept in ``information_history`` with the iteration it belongs to, and
         :meth:`plot` draws it on the ``|F|`` history.
         """
-        key = self._key_for(key)
-        summaries, resampling = jax.random.split(key)
-        x, dx_dθ = self.get_summaries(w, summaries, validate)
+        x, dx_dθ, resampling = self._summaries_to_resample(w, key, validate)
         result = fisher.information(
             x, dx_dθ, confidence=confidence, n_bootstrap=n_bootstrap, hartlap=hartlap, key=resampling
         )
@@ -352,6 +356,12 @@ class IMNNBase:
         return result
 
     information_map = information_maps.for_model
+    hybrid_information = hybrid.for_model
+
+    def _summaries_to_resample(self, w: Any, key: jax.Array | None, validate: bool):
+        """The summaries :meth:`information` reports on, and a key for its bootstrap."""
+        summaries, resampling = jax.random.split(self._key_for(key))
+        return (*self.get_summaries(w, summaries, validate), resampling)
 
     def get_summaries(self, w: Any = None, key: jax.Array | None = None, validate: bool = False):
         """Summaries and their derivatives at weights ``w`` (default ``self.w``).

@@ -19,6 +19,8 @@ import numpy as np
 import optax
 from jax.example_libraries.optimizers import OptimizerState
 
+from . import hybrid
+
 
 class Network(NamedTuple):
     """A network applied to one simulation: ``apply(params, d: float(*input_shape)) -> float(n_summaries)``."""
@@ -61,7 +63,11 @@ def _is_instance_of(obj: Any, module: str, qualname: str) -> bool:
 
 
 def as_network(model: Any, input_shape: tuple[int, ...]) -> Network:
-    """Wrap a stax ``(init_fn, apply_fn)`` pair, a ``flax.linen``/``flax.nnx`` or an ``equinox`` module."""
+    """Wrap a stax ``(init_fn, apply_fn)`` pair, a ``flax.linen``/``flax.nnx`` or an ``equinox`` module,
+    or a :class:`imnn.hybrid.Hybrid` of a fixed statistic and one of those."""
+    if isinstance(model, hybrid.Hybrid):
+        network = as_network(model.network, input_shape)
+        return Network(init=network.init, apply=hybrid.apply(model.fixed, network.apply))
     if _is_instance_of(model, "flax.linen", "Module"):
         return Network(
             init=lambda key: model.init(key, jnp.zeros(input_shape)),

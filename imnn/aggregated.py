@@ -108,8 +108,9 @@ class AggregatedSimulatorIMNN(IMNNBase):
 class AggregatedGradientIMNN(IMNNBase):
     """:class:`imnn.GradientIMNN` evaluated in batches of ``n_per_device`` on each of ``devices``.
 
-    ``fiducial``: float(n_s, *input_shape); ``derivative``: float(n_d, *input_shape, n_params);
-    validation arrays of the same shapes. See the module docstring for the rest.
+    ``fiducial``: float(n_s, *input_shape); ``derivative``: float(n_d, *input_shape, n_params), or
+    the mean's float(*input_shape, n_params) (held once, replicated); validation arrays of the same
+    shapes. See the module docstring for the rest.
     """
 
     n_devices = _compat.n_devices
@@ -153,8 +154,8 @@ class AggregatedGradientIMNN(IMNNBase):
 class AggregatedNumericalGradientIMNN(IMNNBase):
     """:class:`imnn.NumericalGradientIMNN` evaluated in batches of ``n_per_device`` on each of ``devices``.
 
-    ``fiducial``: float(n_s, *input_shape); ``derivative``: float(n_d, 2, n_params, *input_shape);
-    ``δθ``: float(n_params). See the module docstring for the rest.
+    ``fiducial``: float(n_s, *input_shape); ``derivative``: float(n_d, 2, n_params, *input_shape), or
+    the mean's float(2, n_params, *input_shape); ``δθ``: float(n_params). See the module docstring for the rest.
     """
 
     n_devices = _compat.n_devices

@@ -105,6 +105,23 @@ def _unbatch(batched: jax.Array, n: int) -> jax.Array:
     return batched.reshape((-1, *batched.shape[2:]))[:n]
 
 
+def _is_none(leaf: Any) -> bool:
+    return leaf is None
+
+
+def partition(items: Any, axes: Any) -> tuple[Any, Any]:
+    """``(per_simulation, shared)``: ``items`` split by their vmap ``axes`` (``0`` or ``None``),
+    each with ``None`` where the other's leaves are. Shared leaves are never batched (or copied)."""
+    per_simulation = jax.tree.map(lambda axis, a: a if axis == 0 else None, axes, items, is_leaf=_is_none)
+    shared = jax.tree.map(lambda axis, a: None if axis == 0 else a, axes, items, is_leaf=_is_none)
+    return per_simulation, shared
+
+
+def combine(axes: Any, per_simulation: Any, shared: Any) -> Any:
+    """The inverse of :func:`partition`."""
+    return jax.tree.map(lambda axis, b, s: b if axis == 0 else s, axes, per_simulation, shared, is_leaf=_is_none)
+
+
 def aggregated(
     source: Source,
     apply: Callable,
@@ -124,6 +141,7 @@ def aggregated(
     across = NamedSharding(mesh, P(None, AXIS))
     replicated = NamedSharding(mesh, P())
     counts = (n_d, n_s - n_d)
+    axes = source.with_axes
 
     def shard_batch(items):
         return jax.lax.with_sharding_constraint(items, NamedSharding(mesh, P(AXIS)))
@@ -131,32 +149,40 @@ def aggregated(
     def prepare(data):
         if data is None:  # simulator: keys are split inside jit
             return None
-        items = source.split(jax.device_get(data), None)
-        return tuple(batches_on_mesh(i, n, batch_size, across) for i, n in zip(items, counts))
+        with_items, without_items = source.split(jax.device_get(data), None)
+        per_simulation, shared = partition(with_items, axes)
+        return (
+            batches_on_mesh(per_simulation, n_d, batch_size, across),
+            batches_on_mesh(without_items, n_s - n_d, batch_size, across),
+            on_mesh(shared, replicated),
+        )
 
     def batches_of(data, key):
         if data is not None:
             return data
-        items = source.split(None, key)  # simulator: the keys are made here, inside jit
-        return tuple(
-            jax.lax.with_sharding_constraint(to_batches(i, n, batch_size), across) for i, n in zip(items, counts)
-        )
+        with_items, without_items = source.split(None, key)  # simulator: the keys are made here, inside jit
+        return (
+            *(jax.lax.with_sharding_constraint(to_batches(i, n, batch_size), across)
+              for i, n in zip((with_items, without_items), counts)),
+            None,
+        )  # fmt: skip
 
-    def with_derivative(w, items):
-        return jax.vmap(source.with_derivative, (None, None, 0))(apply, w, shard_batch(items))
+    def with_derivative(w, items, shared):
+        items = combine(axes, shard_batch(items), shared)
+        return jax.vmap(source.with_derivative, (None, None, axes))(apply, w, items)
 
     def without_derivative(w, items):
         return jax.vmap(source.without_derivative, (None, None, 0))(apply, w, shard_batch(items))
 
     def pass_one(w, batches):
-        with_b, without_b = batches
-        x_d, dx_dθ = jax.lax.map(lambda items: with_derivative(w, items), with_b)
+        with_b, without_b, shared = batches
+        x_d, dx_dθ = jax.lax.map(lambda items: with_derivative(w, items, shared), with_b)
         x_rest = jax.lax.map(lambda items: without_derivative(w, items), without_b)
         x = jnp.concatenate([_unbatch(x_d, n_d), _unbatch(x_rest, n_s - n_d)])
         return x, _unbatch(dx_dθ, n_d)
 
     def pass_two(w, batches, x_cotangent, dx_cotangent):
-        with_b, without_b = batches
+        with_b, without_b, shared = batches
 
         def pull_back(summarise_batch):
             def step(total, inputs):
@@ -168,7 +194,8 @@ def aggregated(
 
         with_cotangents = (_pad_cotangent(x_cotangent[:n_d], batch_size), _pad_cotangent(dx_cotangent, batch_size))
         total = jax.tree.map(jnp.zeros_like, w)
-        total, _ = jax.lax.scan(pull_back(with_derivative), total, (with_b, with_cotangents))
+        with_shared = lambda w, items: with_derivative(w, items, shared)
+        total, _ = jax.lax.scan(pull_back(with_shared), total, (with_b, with_cotangents))
         without_cotangent = _pad_cotangent(x_cotangent[n_d:], batch_size)
         total, _ = jax.lax.scan(pull_back(without_derivative), total, (without_b, without_cotangent))
         return total

@@ -43,15 +43,21 @@ def stored_simulations(
     derivative: Any,
     validation_fiducial: Any = None,
     validation_derivative: Any = None,
-) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array] | None]:
-    """Checked ``(fiducial, derivative)`` training data and validation data (or ``None``)."""
+) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array] | None, bool]:
+    """Checked ``(fiducial, derivative)`` training data, validation data (or ``None``), and
+    whether ``derivative`` is one derivative of the mean (``layout`` without its ``n_d`` axis)
+    rather than one per simulation."""
     n_s, n_d = _checks.positive_int("n_s", n_s), _checks.positive_int("n_d", n_d)
     n_params, shape = _checks.positive_int("n_params", n_params), _checks.input_shape(input_shape)
+    per_simulation = layout(n_d, n_params, shape)
+    mean = getattr(derivative, "ndim", None) == len(per_simulation) - 1
+    expected = per_simulation[1:] if mean else per_simulation
+    name = LAYOUT_NAMES[layout].replace("n_d, ", "") if mean else LAYOUT_NAMES[layout]
 
     def check(fid, der, prefix=""):
         return (
             _checks.array(f"{prefix}fiducial", fid, (n_s, *shape), "(n_s, *input_shape)"),
-            _checks.array(f"{prefix}derivative", der, layout(n_d, n_params, shape), LAYOUT_NAMES.get(layout)),
+            _checks.array(f"{prefix}derivative", der, expected, name),
         )
 
     given = (validation_fiducial is not None, validation_derivative is not None)
@@ -66,7 +72,7 @@ def stored_simulations(
         [("fiducial", fiducial), ("derivative", derivative),
          ("validation_fiducial", validation_fiducial), ("validation_derivative", validation_derivative)]
     )  # fmt: skip
-    return training, validation
+    return training, validation, mean
 
 
 def simulator_source(
@@ -101,11 +107,11 @@ def gradient_source(
     validation_fiducial: Any = None, validation_derivative: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The summary source and data of a gradient IMNN (checked)."""
-    data, validation = stored_simulations(
+    data, validation, mean = stored_simulations(
         gradient_layout, n_s, n_d, n_params, input_shape,
         fiducial, derivative, validation_fiducial, validation_derivative,
     )  # fmt: skip
-    return dict(source=sources.gradient(n_d), data=data, validation_data=validation)
+    return dict(source=sources.gradient(n_d, mean), data=data, validation_data=validation)
 
 
 def numerical_source(
@@ -114,11 +120,11 @@ def numerical_source(
 ) -> dict[str, Any]:  # fmt: skip
     """The summary source, data and checked ``δθ`` of a numerical-gradient IMNN."""
     δθ = _checks.positive_vector("δθ", δθ, _checks.positive_int("n_params", n_params))
-    data, validation = stored_simulations(
+    data, validation, mean = stored_simulations(
         numerical_layout, n_s, n_d, n_params, input_shape,
         fiducial, derivative, validation_fiducial, validation_derivative,
     )  # fmt: skip
-    return dict(source=sources.numerical(δθ, n_d), data=data, validation_data=validation, δθ=δθ)
+    return dict(source=sources.numerical(δθ, n_d, mean), data=data, validation_data=validation, δθ=δθ)
 
 
 class SimulatorIMNN(IMNNBase):
@@ -180,7 +186,10 @@ class GradientIMNN(IMNNBase):
         n_s, n_d, n_params, n_summaries, input_shape, θ_fid, model, optimiser, key_or_state:
             as for :class:`SimulatorIMNN`.
         fiducial: float(n_s, *input_shape) — simulations at ``θ_fid``.
-        derivative: float(n_d, *input_shape, n_params) — ``dd/dθ`` of the first ``n_d``.
+        derivative: float(n_d, *input_shape, n_params) — ``dd/dθ`` of the first ``n_d``; or
+            float(*input_shape, n_params) — ``dμ/dθ``, the derivative of the data's mean, used for
+            each of them without copying (exact when the noise does not depend on θ; see
+            :doc:`/mean_derivative`).
         validation_fiducial, validation_derivative: a second set of the same shapes.
         verbose: print a one-line summary after each fit.
     """
@@ -222,7 +231,9 @@ class NumericalGradientIMNN(IMNNBase):
         fiducial: float(n_s, *input_shape) — simulations at ``θ_fid``.
         derivative: float(n_d, 2, n_params, *input_shape) — ``[:, 0, p]`` simulated at
             ``θ_fid − δθ/2`` and ``[:, 1, p]`` at ``θ_fid + δθ/2`` in parameter ``p`` only,
-            each with the seed of the matching fiducial simulation.
+            each with the seed of the matching fiducial simulation; or float(2, n_params, *input_shape)
+            — the data's mean at those points, when the noise does not depend on θ: each fiducial
+            simulation ``d`` then stands for its own pair as ``d ∓ (m⁺ − m⁻)/2`` (see :doc:`/mean_derivative`).
         δθ: float(n_params) — the finite-difference steps (> 0).
         validation_fiducial, validation_derivative: a second set of the same shapes.
         verbose: print a one-line summary after each fit.

@@ -169,3 +169,45 @@ def plot_information_map(
     if filename is not None:
         ax.figure.savefig(filename, bbox_inches="tight")
     return ax
+
+
+def plot_hybrid_information(
+    results: Mapping[str, Any],
+    ax: Any = None,
+    expected_detF: float | None = None,
+    figsize: tuple[float, float] = (5, 3.5),
+    filename: str | None = None,
+):
+    """``|F|`` of the fixed statistic, the network and their union, with bootstrap intervals.
+
+    Args:
+        results: ``{label: imnn.hybrid.HybridInformation}``, e.g. one entry per fixed statistic;
+            each is a group of three bars.
+        ax: axes to draw on; a new figure when ``None``.
+        expected_detF: the analytic ``|F|``, drawn as a dashed line.
+        figsize, filename: size of a new figure; save it there as well.
+
+    Returns:
+        The axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    parts = ("fixed", "network", "union")
+    width = 0.8 / len(parts)
+    for i, part in enumerate(parts):
+        infos = [getattr(result, part) for result in results.values()]
+        detF = np.array([float(info.detF) for info in infos])
+        interval = np.array([np.asarray(info.detF_interval, dtype=float) for info in infos]).reshape(-1, 2)
+        positions = np.arange(len(infos)) + (i - 1) * width
+        ax.bar(positions, detF, width, color=f"C{i}", label=part,
+               yerr=np.abs(interval.T - detF), capsize=3)  # fmt: skip
+    if expected_detF is not None:
+        ax.axhline(expected_detF, color="black", linestyle="dashed", label="analytic")
+    ax.set_xticks(np.arange(len(results)), list(results))
+    ax.set_ylabel(r"$|{\bf F}|$")
+    ax.legend(frameon=False, fontsize="small", ncol=2)
+    if filename is not None:
+        ax.figure.savefig(filename, bbox_inches="tight")
+    return ax

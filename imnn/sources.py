@@ -6,7 +6,10 @@ A :class:`Source` describes one simulation at a time:
   (pytrees with leading axes ``n_d`` and ``n_s − n_d``) of the simulations that
   carry derivatives and of those that do not;
 - ``with_derivative(apply, w, item) -> (x: float(n_summaries), dx_dθ: float(n_summaries, n_params))``;
-- ``without_derivative(apply, w, item) -> x: float(n_summaries)``.
+- ``without_derivative(apply, w, item) -> x: float(n_summaries)``;
+- ``with_axes``: how the items with derivatives are mapped over (``jax.vmap``'s
+  ``in_axes``, a prefix of their pytree): ``0`` for a leaf per simulation,
+  ``None`` for one leaf shared by all (a derivative of the mean).
 
 ``apply(w, d)`` is the network on ONE simulation. Executors decide how the
 items are grouped: all at once (:func:`summarise`), or in batches across devices.
@@ -31,12 +34,13 @@ class Source(NamedTuple):
     split: Callable[[Any, jax.Array], tuple[Any, Any]]
     with_derivative: Callable[[Callable, Any, Any], tuple[jax.Array, jax.Array]]
     without_derivative: Callable[[Callable, Any, Any], jax.Array]
+    with_axes: Any = 0
 
 
 def summarise(source: Source, apply: Callable, w: Any, data: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """All summaries at once: ``(x: float(n_s, n_summaries), dx_dθ: float(n_d, n_summaries, n_params))``."""
     with_items, without_items = source.split(data, key)
-    x_d, dx_dθ = jax.vmap(source.with_derivative, (None, None, 0))(apply, w, with_items)
+    x_d, dx_dθ = jax.vmap(source.with_derivative, (None, None, source.with_axes))(apply, w, with_items)
     x_rest = jax.vmap(source.without_derivative, (None, None, 0))(apply, w, without_items)
     return jnp.concatenate([x_d, x_rest]), dx_dθ
 
@@ -103,10 +107,15 @@ def _apply_to_item(apply, w, d):
     return apply(w, d)
 
 
-def gradient(n_d: int) -> Source:
+MEAN_AXES = (0, None)  # the items with derivatives: (a fiducial simulation each, one shared derivative)
+
+
+def gradient(n_d: int, mean: bool = False) -> Source:
     """Stored simulations; derivatives by the chain rule through stored ``dd/dθ``.
 
-    ``data = (fiducial: float(n_s, *input_shape), derivative: float(n_d, *input_shape, n_params))``.
+    ``data = (fiducial: float(n_s, *input_shape), derivative: float(n_d, *input_shape, n_params))``,
+    or with ``mean`` a single ``derivative: float(*input_shape, n_params)`` — ``dμ/dθ`` of the
+    data's mean — used for each of the first ``n_d`` simulations (exact for additive noise).
     ``dx/dθ = (∂x/∂d) · (dd/dθ)`` is one JVP of the network per parameter column,
     so the ``n_summaries × input_size`` Jacobian is never formed.
     """
@@ -115,26 +124,32 @@ def gradient(n_d: int) -> Source:
         d, dd_dθ = item
         return value_and_jvps(lambda d: apply(w, d), d, dd_dθ)
 
-    return Source(_stored_split(n_d), with_derivative, _apply_to_item)
+    return Source(_stored_split(n_d), with_derivative, _apply_to_item, MEAN_AXES if mean else 0)
 
 
-def numerical(δθ: jax.Array, n_d: int) -> Source:
+def numerical(δθ: jax.Array, n_d: int, mean: bool = False) -> Source:
     """Stored simulations; derivatives by finite differences of seed-matched ones.
 
     ``data = (fiducial: float(n_s, *input_shape),
     derivative: float(n_d, 2, n_params, *input_shape))`` where ``[:, 0]`` is
     simulated at ``θ_fid − δθ/2`` and ``[:, 1]`` at ``θ_fid + δθ/2`` in one
     parameter at a time, with the seed of the matching fiducial simulation.
+
+    With ``mean``, ``derivative: float(2, n_params, *input_shape)`` holds the data's
+    mean ``m⁻, m⁺`` at ``θ_fid ∓ δθ/2`` instead, and simulation ``d`` stands in for its
+    own seed-matched pair as ``d ∓ (m⁺ − m⁻)/2`` (exact for additive noise).
     """
 
     def with_derivative(apply, w, item):
         d, below_above = item  # below_above: float(2, n_params, *input_shape)
+        if mean:
+            below_above = d + (below_above - below_above.mean(axis=0))
         n_params = below_above.shape[1]
         flat = below_above.reshape((2 * n_params, *below_above.shape[2:]))
         x_pm = jax.vmap(apply, (None, 0))(w, flat).reshape(2, n_params, -1)
         return apply(w, d), finite_difference(x_pm, δθ)
 
-    return Source(_stored_split(n_d), with_derivative, _apply_to_item)
+    return Source(_stored_split(n_d), with_derivative, _apply_to_item, MEAN_AXES if mean else 0)
 
 
 def finite_difference(x_pm: jax.Array, δθ: jax.Array) -> jax.Array:

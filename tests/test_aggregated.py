@@ -77,6 +77,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
     coordinator = f"127.0.0.1:{_free_port()}"
     flags = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=4", "")

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # subprocesses running whole scripts: `pytest -m slow`
 
 
 def test_quickstart_runs_and_writes_the_history_plot(tmp_path):

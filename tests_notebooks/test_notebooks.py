@@ -82,6 +82,8 @@ def test_additive_noise_imnn_beats_the_naive_summaries(tmp_path):
     (naive,) = numbers(r"\|F\| of the sample mean and variance: ([\d.]+)", text)
     (imnn,) = numbers(r"\|F\| of the IMNN summaries: ([\d.]+)", text)
     assert naive < 0.6 * analytic and 0.75 * analytic < imnn < 1.05 * analytic, (naive, imnn, analytic)
+    fractions = [float(f) for f in re.findall(r"fitted from [^:]+: \|F\| = \d+, ([\d.]+)% of dμᵀC⁻¹dμ", text)]
+    assert len(fractions) == 2 and all(85 < f < 105 for f in fractions), fractions  # dμ/dθ, mean at θ ∓ δθ/2
 
 
 def test_imnn_vs_regression_compares_fisher_and_posteriors(tmp_path):
