@@ -53,8 +53,15 @@ def stored_simulations(
     mean = getattr(derivative, "ndim", None) == len(per_simulation) - 1
     expected = per_simulation[1:] if mean else per_simulation
     name = LAYOUT_NAMES[layout].replace("n_d, ", "") if mean else LAYOUT_NAMES[layout]
+    forms = (
+        f"{LAYOUT_NAMES[layout]} = {per_simulation}, or {LAYOUT_NAMES[layout].replace('n_d, ', '')} = "
+        f"{per_simulation[1:]} for the derivative of the mean"
+    )
 
     def check(fid, der, prefix=""):
+        if hasattr(der, "shape") and tuple(der.shape) != expected:
+            either = f"{name} = {expected} (the form of `derivative`)" if prefix else forms
+            raise ValueError(f"`{prefix}derivative` should have shape {either}, but has {tuple(der.shape)}")
         return (
             _checks.array(f"{prefix}fiducial", fid, (n_s, *shape), "(n_s, *input_shape)"),
             _checks.array(f"{prefix}derivative", der, expected, name),
