@@ -72,7 +72,7 @@ def test_gaussian_random_field_reaches_a_fraction_of_the_analytic_fisher_and_inf
     assert 40 < fraction < 105, fraction  # 400 iterations on 16×16 fields reach about 60 %
     fixed, network, union = (numbers(rf"{part}: ([\d.]+)% of the analytic \|F\|", text)[0]
                              for part in ("fixed", "network", "union"))  # fmt: skip
-    assert fixed < 95 and union > max(fixed, network) - 5, (fixed, network, union)  # within the noise of 5 000 fields
+    assert fixed < 92 and union > fixed + 5 and union < 106, (fixed, network, union)  # noise of 5 000 fields: ~3 %
     for method in ("ABC", "PMC"):  # the target was simulated at (A, B) = (0.8, 0.8)
         A, σ_A, B, σ_B = numbers(rf"{method}: A = ([\d.]+) ± ([\d.]+), B = ([\d.]+) ± ([\d.]+)", text)
         assert abs(A - 0.8) < 3 * σ_A and abs(B - 0.8) < 3 * σ_B, (method, A, B)
