@@ -122,7 +122,7 @@ def test_the_validation_derivative_must_take_the_training_derivatives_form(kind)
 
 
 def test_a_mean_derivative_of_the_wrong_shape_is_named():
-    with pytest.raises(ValueError, match=r"`derivative` should have shape .* or \(\*input_shape, n_params\) = \(8, 2\)"):
+    with pytest.raises(ValueError, match=r"`derivative` should have .* or \(\*input_shape, n_params\) = \(8, 2\)"):
         make("gradient", DERIVATIVE[:, :1], validation=False)
     with pytest.raises(ValueError, match=r"\(2, n_params, \*input_shape\) = \(2, 2, 8\)"):
         make("numerical", MEAN_PAIR[:, :, :4], validation=False)
