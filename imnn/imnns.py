@@ -49,14 +49,11 @@ def stored_simulations(
     rather than one per simulation."""
     n_s, n_d = _checks.positive_int("n_s", n_s), _checks.positive_int("n_d", n_d)
     n_params, shape = _checks.positive_int("n_params", n_params), _checks.input_shape(input_shape)
-    per_simulation = layout(n_d, n_params, shape)
-    mean = getattr(derivative, "ndim", None) == len(per_simulation) - 1
-    expected = per_simulation[1:] if mean else per_simulation
-    name = LAYOUT_NAMES[layout].replace("n_d, ", "") if mean else LAYOUT_NAMES[layout]
-    forms = (
-        f"{LAYOUT_NAMES[layout]} = {per_simulation}, or {LAYOUT_NAMES[layout].replace('n_d, ', '')} = "
-        f"{per_simulation[1:]} for the derivative of the mean"
-    )
+    per_simulation, per_simulation_name = layout(n_d, n_params, shape), LAYOUT_NAMES[layout]
+    of_mean, of_mean_name = per_simulation[1:], per_simulation_name.replace("n_d, ", "")
+    mean = getattr(derivative, "ndim", None) == len(of_mean)
+    expected, name = (of_mean, of_mean_name) if mean else (per_simulation, per_simulation_name)
+    forms = f"{per_simulation_name} = {per_simulation}, or {of_mean_name} = {of_mean} for the derivative of the mean"
 
     def check(fid, der, prefix=""):
         if hasattr(der, "shape") and tuple(der.shape) != expected:
