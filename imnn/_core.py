@@ -70,6 +70,28 @@ def _with_inverse_F(stats: fisher.FisherStatistics) -> tuple[fisher.FisherStatis
     return stats, jnp.linalg.inv(stats.F)
 
 
+NONFINITE_HINT = (
+    " (a singular covariance or Fisher matrix, e.g. summaries that do not vary or carry no information, "
+    "or non-finite simulations)"
+)
+
+
+def fisher_monitor(summaries: Callable, validate: bool) -> engine.Monitor:
+    """The IMNN's :class:`engine.Monitor`: Fisher metrics, maximising ``|F|`` (of the
+    validation summaries from ``summaries(w, data, key)`` when ``validate``)."""
+
+    def validation_metrics(w, val_data, key, λ, α):
+        return fisher.loss_from_statistics(fisher.statistics(*summaries(w, val_data, key)), λ, α)[1]
+
+    return engine.Monitor(
+        metrics=fisher.Metrics,
+        score=lambda metrics: metrics.detF,
+        validate=validation_metrics if validate else None,
+        progress=("detF", "detC", "detinvC", "Λ2", "r", "val_detF"),
+        nonfinite_hint=NONFINITE_HINT,
+    )
+
+
 class IMNNBase:
     """Shared implementation of the IMNN classes; construct one of those instead.
 
@@ -152,7 +174,8 @@ class IMNNBase:
         self._data = run.prepare(data)
         self._validation_data = None if validation_data is None else run.prepare(validation_data)
         # Closures over static configuration, compiled once per model (never bound methods).
-        self._chunk = engine.make_chunk(run, self._optimiser, validation_data is not None)
+        self._monitor = fisher_monitor(run.summaries, validation_data is not None)
+        self._chunk = engine.make_chunk(run.loss_and_grad, self._optimiser, self._monitor, run.traceable)
         self._max_chunk = engine.BUFFER_SIZE if run.traceable else 1
         # Called from Python on data that may span devices: one program at a time (see executors.exclusive).
         summaries = executors.exclusive(run.summaries) if run.traceable else run.summaries
@@ -220,8 +243,7 @@ class IMNNBase:
         patience, min_iterations, max_iterations = _checks.iteration_limits(patience, min_iterations, max_iterations)
         dtype = jnp.result_type(float)
         settings = engine.Settings(
-            λ=jnp.asarray(λ, dtype),
-            α=jnp.asarray(fisher.alpha(λ, ϵ), dtype),
+            hyper=(jnp.asarray(λ, dtype), jnp.asarray(fisher.alpha(λ, ϵ), dtype)),
             patience=jnp.int32(patience),
             min_iterations=jnp.int32(min_iterations),
             max_iterations=jnp.int32(max_iterations),
@@ -234,13 +256,13 @@ class IMNNBase:
                 opt_state=self.state.opt_state,
                 count=self.state.count,
                 best_w=self.best_w,
-                max_detF=jnp.asarray(self.history["max_detF"], jnp.float32),
+                best_score=jnp.asarray(self.history["max_detF"], jnp.float32),
                 key=key,
             )
         )
         saver = None if checkpoint is None else self._checkpointer(checkpoint, checkpoint_every, best)
         outcome = engine.run(
-            self._chunk, start, settings, self._data, self._validation_data,
+            self._chunk, start, settings, self._data, self._validation_data, monitor=self._monitor,
             max_iterations=int(settings.max_iterations), print_rate=print_rate, max_chunk=self._max_chunk,
             on_chunk=saver, dispatch=dispatch,
         )  # fmt: skip
@@ -294,7 +316,7 @@ class IMNNBase:
         self.final_w, self.best_w = s.w, s.best_w
         for name, values in outcome.history.items():
             self.history[name] = np.concatenate([self.history[name], values])
-        self.history["max_detF"] = float(s.max_detF)
+        self.history["max_detF"] = float(s.best_score)
         self.w = self.best_w if best and np.isfinite(self.history["max_detF"]) else self.final_w
 
     # ------------------------------------------------------------- statistics

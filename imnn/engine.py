@@ -1,10 +1,14 @@
-"""The fit engine: one optimisation loop for every IMNN variant.
+"""The fit engine: one optimisation loop for every model of the library.
 
-``make_chunk`` builds the function that runs up to ``n_steps`` iterations, as
-one ``lax.while_loop`` program or as one program per iteration, whichever is
-faster for the model (measured, see :class:`Dispatcher`); its programs are
-jitted once per model and every fit setting is a traced argument, so changing
-``λ``, ``patience`` or the chunk length never recompiles. :func:`run` drives chunks from Python: between them it
+A model hands the engine its ``loss_and_grad(w, data, key, *hyper) -> ((loss, metrics),
+grads)`` and a :class:`Monitor` (which metrics to record, which score to maximise for
+early stopping and best weights, and how to evaluate validation data).
+
+``make_chunk`` builds the function that runs up to ``n_steps`` iterations, as one
+``lax.while_loop`` program or as one program per iteration, whichever is faster for
+the model (measured, see :class:`Dispatcher`); its programs are jitted once per model
+and every fit setting is a traced argument, so changing ``λ``, ``patience`` or the
+chunk length never recompiles. :func:`run` drives chunks from Python: between them it
 updates the progress bar, honours Ctrl-C and stops on a non-finite loss, always
 keeping the state and history of the last finished chunk.
 """
@@ -22,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _checks, fisher
+from . import _checks
 from .adapters import Optimiser
-from .executors import Executor, exclusive
+from .executors import exclusive
 
 BUFFER_SIZE = 1000  # most iterations in one chunk (history buffer length)
 TARGET_CHUNK_SECONDS = 1.0  # chunk wall time aimed at when no print_rate is given
@@ -37,8 +41,8 @@ class FitState(NamedTuple):
         w: current weights.
         opt_state: optimiser state.
         count: optimiser updates applied so far (int32).
-        best_w: weights with the highest monitored ``|F|`` so far.
-        max_detF: that ``|F|`` (float32; ``-inf`` before any iteration).
+        best_w: weights with the highest monitored score so far.
+        best_score: that score (float32; ``-inf`` before any iteration).
         key: PRNG key, split once per iteration.
     """
 
@@ -46,18 +50,39 @@ class FitState(NamedTuple):
     opt_state: Any
     count: jax.Array
     best_w: Any
-    max_detF: jax.Array
+    best_score: jax.Array
     key: jax.Array
 
 
 class Settings(NamedTuple):
-    """Fit settings, all traced scalars (changing them does not recompile)."""
+    """Fit settings, all traced scalars (changing them does not recompile).
 
-    λ: jax.Array
-    α: jax.Array
+    ``hyper`` holds the model's loss hyper-parameters, passed on to ``loss_and_grad``
+    and ``Monitor.validate`` after the key (the IMNN's ``(λ, α)``)."""
+
+    hyper: tuple
     patience: jax.Array
     min_iterations: jax.Array
     max_iterations: jax.Array
+
+
+class Monitor(NamedTuple):
+    """What the engine records and watches for one kind of model.
+
+    Attributes:
+        metrics: the NamedTuple type of the per-iteration metrics (scalar fields).
+        score: ``score(metrics) -> scalar``, higher is better (early stopping, best weights).
+        validate: ``validate(w, val_data, key, *hyper) -> metrics`` at the weights before each
+            update, whose score is then the monitored one; ``None`` without validation.
+        progress: history names shown on the progress bar (their latest values).
+        nonfinite_hint: what a non-finite loss usually means, for its warning.
+    """
+
+    metrics: type
+    score: Callable[[Any], jax.Array]
+    validate: Callable[..., Any] | None = None
+    progress: tuple[str, ...] = ()
+    nonfinite_hint: str = ""
 
 
 class Chunk(NamedTuple):
@@ -68,15 +93,15 @@ class Chunk(NamedTuple):
     patience_count: jax.Array
     n_recorded: jax.Array
     nonfinite: jax.Array
-    metrics: fisher.Metrics
-    val_metrics: fisher.Metrics | None
+    metrics: Any
+    val_metrics: Any
 
 
-def _empty_metrics() -> fisher.Metrics:
-    return fisher.Metrics(*(jnp.zeros(BUFFER_SIZE, jnp.float32) for _ in fisher.Metrics._fields))
+def _empty_metrics(metrics_type: type) -> Any:
+    return metrics_type(*(jnp.zeros(BUFFER_SIZE, jnp.float32) for _ in metrics_type._fields))
 
 
-def _record(buffer: fisher.Metrics, index: jax.Array, metrics: fisher.Metrics) -> fisher.Metrics:
+def _record(buffer: Any, index: jax.Array, metrics: Any) -> Any:
     return jax.tree.map(lambda b, m: b.at[index].set(m.astype(b.dtype)), buffer, metrics)
 
 
@@ -91,24 +116,24 @@ def _stopped(chunk: Chunk, settings: Settings) -> jax.Array:
 
 
 def _advance(
-    optimiser: Optimiser, c: Chunk, key: jax.Array, evaluated: Any, val_summaries: Any, settings: Settings
+    optimiser: Optimiser, score: Callable, c: Chunk, key: jax.Array, evaluated: Any, current_val: Any,
+    settings: Settings,
 ) -> Chunk:
     """Apply one evaluated iteration: update, bookkeeping, early-stopping counters.
 
-    ``evaluated`` is ``((loss, Metrics), grads)`` at ``c.state.w``; ``val_summaries``
-    the validation ``(x, dx_dθ)`` at the same weights, or ``None`` without validation.
+    ``evaluated`` is ``((loss, metrics), grads)`` at ``c.state.w``; ``current_val`` the
+    validation metrics at the same weights, or ``None`` without validation.
     """
     s = c.state
     (loss, metrics), grads = evaluated
     new_w, new_opt_state = optimiser.update(grads, s.opt_state, s.w, s.count)
     finite = jnp.isfinite(loss) & _all_finite(new_w, new_opt_state)
-    monitored = metrics.detF
+    monitored = score(metrics)
     val_metrics = c.val_metrics
-    if val_summaries is not None:
-        current_val = fisher.loss_from_statistics(fisher.statistics(*val_summaries), settings.λ, settings.α)[1]
-        monitored = current_val.detF
+    if current_val is not None:
+        monitored = score(current_val)
         val_metrics = _record(val_metrics, c.n_recorded, current_val)
-    improved = finite & (monitored > s.max_detF)
+    improved = finite & (monitored > s.best_score)
 
     def if_finite(new, old):  # a step to a non-finite loss or state changes nothing but the flag
         return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -118,7 +143,7 @@ def _advance(
         opt_state=if_finite(new_opt_state, s.opt_state),
         count=s.count + finite,
         best_w=jax.tree.map(lambda a, b: jnp.where(improved, a, b), s.w, s.best_w),
-        max_detF=jnp.where(improved, monitored.astype(s.max_detF.dtype), s.max_detF),
+        best_score=jnp.where(improved, monitored.astype(s.best_score.dtype), s.best_score),
         key=key,
     )
     counts = (c.iteration >= settings.min_iterations) & finite
@@ -133,40 +158,42 @@ def _advance(
     )
 
 
-def _start(state: FitState, iteration: jax.Array, patience_count: jax.Array, validate: bool) -> Chunk:
+def _start(state: FitState, iteration: jax.Array, patience_count: jax.Array, monitor: Monitor) -> Chunk:
     return Chunk(
         state=state,
         iteration=iteration,
         patience_count=patience_count,
         n_recorded=jnp.zeros((), jnp.int32),
         nonfinite=jnp.array(False),
-        metrics=_empty_metrics(),
-        val_metrics=_empty_metrics() if validate else None,
+        metrics=_empty_metrics(monitor.metrics),
+        val_metrics=None if monitor.validate is None else _empty_metrics(monitor.metrics),
     )
 
 
-def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Dispatcher:
+def make_chunk(loss_and_grad: Callable, optimiser: Optimiser, monitor: Monitor, traceable: bool = True) -> Dispatcher:
     """The function running up to ``n_steps`` fit iterations; build it once per model.
 
     Signature: ``chunk(state, iteration, patience_count, n_steps, settings, data,
-    val_data, mode="auto") -> Chunk``. With ``validate`` the monitored ``|F|`` is the one of
-    ``val_data`` at the weights before each update, otherwise the training one.
+    val_data, mode="auto") -> Chunk``. With ``monitor.validate`` the monitored score is
+    the one of ``val_data`` at the weights before each update, otherwise the training one.
 
-    A traceable executor's iterations run either as one jitted ``lax.while_loop`` per
-    chunk or as one jitted program per iteration (see :class:`Dispatcher`); a streaming
-    one (fed by Python iterators) runs its iterations from Python, each an executor call
-    followed by the same jitted update.
+    A traceable ``loss_and_grad``'s iterations run either as one jitted ``lax.while_loop``
+    per chunk or as one jitted program per iteration (see :class:`Dispatcher`); a
+    streaming one (fed by Python iterators, ``traceable=False``) runs its iterations from
+    Python, each a ``loss_and_grad`` call followed by the same jitted update.
     """
 
     def evaluate(c: Chunk, settings: Settings, data: Any, val_data: Any):
         key, subkey = jax.random.split(c.state.key)
-        evaluated = executor.loss_and_grad(c.state.w, data, subkey, settings.λ, settings.α)
-        val_summaries = executor.summaries(c.state.w, val_data, subkey) if validate else None
-        return key, evaluated, val_summaries
+        evaluated = loss_and_grad(c.state.w, data, subkey, *settings.hyper)
+        current_val = None
+        if monitor.validate is not None:
+            current_val = monitor.validate(c.state.w, val_data, subkey, *settings.hyper)
+        return key, evaluated, current_val
 
-    start = jax.jit(functools.partial(_start, validate=validate))
-    if not executor.traceable:
-        advance = jax.jit(functools.partial(_advance, optimiser))
+    start = jax.jit(functools.partial(_start, monitor=monitor))
+    if not traceable:
+        advance = jax.jit(functools.partial(_advance, optimiser, monitor.score))
 
         def streamed_step(c: Chunk, settings: Settings, data: Any, val_data: Any) -> Chunk:
             return advance(c, *evaluate(c, settings, data, val_data), settings)
@@ -174,7 +201,7 @@ def make_chunk(executor: Executor, optimiser: Optimiser, validate: bool) -> Disp
         return Dispatcher(start, streamed_step)
 
     def step(c: Chunk, settings: Settings, data: Any, val_data: Any) -> Chunk:
-        return _advance(optimiser, c, *evaluate(c, settings, data, val_data), settings)
+        return _advance(optimiser, monitor.score, c, *evaluate(c, settings, data, val_data), settings)
 
     def loop(c: Chunk, n_steps: jax.Array, settings: Settings, data: Any, val_data: Any) -> Chunk:
         def keep_going(c):
@@ -317,9 +344,9 @@ class Outcome(NamedTuple):
     error: Exception | None = None  # what stopped a fit with reason "error", to re-raise
 
 
-def _progress_postfix(history: dict[str, list], patience_count: int) -> dict[str, str]:
+def _progress_postfix(history: dict[str, list], patience_count: int, names: tuple[str, ...]) -> dict[str, str]:
     postfix = {"patience": str(patience_count)}
-    for name in ("detF", "detC", "detinvC", "Λ2", "r", "val_detF"):
+    for name in names:
         recorded = [part for part in history.get(name, []) if len(part)]
         if recorded:
             postfix[name] = f"{recorded[-1][-1]:.3g}"
@@ -333,6 +360,7 @@ def run(
     data: Any,
     val_data: Any,
     *,
+    monitor: Monitor,
     max_iterations: int,
     print_rate: int | None,
     on_chunk: Callable[[Outcome], None] | None = None,
@@ -345,7 +373,8 @@ def run(
         chunk_fn: the :class:`Dispatcher` from :func:`make_chunk`.
         state: where to start.
         settings: traced fit settings.
-        data, val_data: passed through to the executor.
+        data, val_data: passed through to ``loss_and_grad`` and ``monitor.validate``.
+        monitor: the model's :class:`Monitor` (progress-bar names, non-finite hint).
         max_iterations: iterations allowed in this call.
         print_rate: iterations between progress-bar updates; ``None`` hides the bar
             and sizes chunks to about ``TARGET_CHUNK_SECONDS`` each.
@@ -377,7 +406,7 @@ def run(
                     for name, values in metrics._asdict().items():
                         history.setdefault(prefix + name, []).append(np.asarray(values[:n]))
             state, iteration, patience_count = out.state, int(out.iteration), int(out.patience_count)
-            bar.set_postfix(_progress_postfix(history, patience_count), refresh=False)
+            bar.set_postfix(_progress_postfix(history, patience_count, monitor.progress), refresh=False)
             bar.update(n)
             if on_chunk is not None:
                 on_chunk(_outcome(state, history, iteration, "running"))
@@ -403,9 +432,8 @@ def run(
         )
     if reason == "nonfinite":
         _checks.warn(
-            f"the loss or the updated weights became non-finite at iteration {iteration + 1} (a singular "
-            "covariance or Fisher matrix, e.g. summaries that do not vary or carry no information, or "
-            "non-finite simulations); fitting stopped and the weights and history before it are kept"
+            f"the loss or the updated weights became non-finite at iteration {iteration + 1}"
+            f"{monitor.nonfinite_hint}; fitting stopped and the weights and history before it are kept"
         )
     return _outcome(state, history, iteration, reason)._replace(error=error)
 

@@ -97,7 +97,7 @@ def fake_start(state, iteration, patience_count):
     return engine.Chunk(None, np.int32(iteration), np.int32(patience_count), np.int32(0), np.bool_(False), None, None)
 
 
-SETTINGS = engine.Settings(np.float32(10), np.float32(1), np.int32(10**6), np.int32(0), np.int32(10**6))
+SETTINGS = engine.Settings((np.float32(10), np.float32(1)), np.int32(10**6), np.int32(0), np.int32(10**6))
 
 
 @pytest.mark.parametrize(
