@@ -1,0 +1,86 @@
+"""RIM networks: ``model(x, y, score, h) -> (dx, h_new)`` for ONE instance.
+
+A RIM network exposes ``channels`` (the last axis of ``x``) and
+``initialize_hidden_states(dimensions)`` (its zero memory for one instance);
+:func:`as_network` turns it into two pure functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..adapters import _is_instance_of
+
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": nn.relu, "elu": nn.elu, "swish": nn.swish, "silu": nn.silu,
+               "sigmoid": nn.sigmoid}  # fmt: skip
+
+
+def activation(name: str) -> Callable:
+    """The activation called ``name`` (case-insensitive), one of ``ACTIVATIONS``."""
+    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
+        raise ValueError(f"`activation` should be one of {tuple(ACTIVATIONS)}, but is {name!r}")
+    return ACTIVATIONS[name.lower()]
+
+
+class MLP(nn.Module):
+    """A RIM network for vector problems (``dimensions=()``): dense → GRU → dense.
+
+    Per instance ``x`` and ``score`` are float(channels); the input layer sees
+    ``[x, score]`` (and the flattened ``y`` with ``condition_on_observation``), a GRU
+    cell of ``hidden_units`` updates all of its state, and a linear layer reads the
+    update ``dx`` out of it.
+
+    Attributes:
+        channels: size of ``x``.
+        hidden_units: width of the input layer and of the GRU state.
+        activation: of the input layer (``"tanh"``, ``"relu"``, ``"elu"``, ``"swish"``, ``"sigmoid"``).
+        condition_on_observation: also feed ``y`` to the input layer.
+    """
+
+    channels: int
+    hidden_units: int = 64
+    activation: str = "tanh"
+    condition_on_observation: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array, score: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        inputs = [x, score] + ([jnp.ravel(y)] if self.condition_on_observation else [])
+        e = activation(self.activation)(nn.Dense(self.hidden_units)(jnp.concatenate(inputs)))
+        h, _ = nn.GRUCell(self.hidden_units)(h, e)
+        return nn.Dense(self.channels)(h), h
+
+    def initialize_hidden_states(self, dimensions: tuple[int, ...]) -> jax.Array:
+        """float(hidden_units) zeros (``dimensions`` must be ``()``)."""
+        if tuple(dimensions) != ():
+            raise ValueError(f"MLP is for vector problems, `dimensions=()`, but `dimensions` is {dimensions}")
+        return jnp.zeros(self.hidden_units)
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"architecture": "MLP", "channels": self.channels, "hidden_units": self.hidden_units,
+                "activation": self.activation, "condition_on_observation": self.condition_on_observation}  # fmt: skip
+
+
+class Network(NamedTuple):
+    """A RIM network as pure functions of one instance."""
+
+    init: Callable[..., Any]  # (key, x, y, score, h) -> params
+    apply: Callable[..., tuple[jax.Array, Any]]  # (params, x, y, score, h) -> (dx, h_new)
+    channels: int
+    hidden: Callable[[tuple[int, ...]], Any]  # dimensions -> h0
+
+
+def as_network(model: Any) -> Network:
+    """Wrap a ``flax.linen`` RIM network (with ``channels`` and ``initialize_hidden_states``)."""
+    if not _is_instance_of(model, "flax.linen", "Module"):
+        raise TypeError(f"`model` should be a flax.linen Module such as imnn.rim.MLP, but is {type(model).__name__}")
+    for attribute in ("channels", "initialize_hidden_states"):
+        if not hasattr(model, attribute):
+            raise TypeError(f"`model` ({type(model).__name__}) should have a `{attribute}` attribute")
+    return Network(init=model.init, apply=model.apply, channels=int(model.channels),
+                   hidden=model.initialize_hidden_states)  # fmt: skip
