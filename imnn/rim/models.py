@@ -7,6 +7,7 @@ A RIM network exposes ``channels`` (the last axis of ``x``) and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,6 +26,13 @@ def activation(name: str) -> Callable:
     if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
         raise ValueError(f"`activation` should be one of {tuple(ACTIVATIONS)}, but is {name!r}")
     return ACTIVATIONS[name.lower()]
+
+
+def hyperparameters(model: nn.Module) -> dict[str, Any]:
+    """``{"architecture": class name, field: value, ...}``: what rebuilds a built-in network."""
+    values = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")}
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return {"architecture": type(model).__name__, **plain}
 
 
 class MLP(nn.Module):
@@ -62,8 +70,7 @@ class MLP(nn.Module):
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        return {"architecture": "MLP", "channels": self.channels, "hidden_units": self.hidden_units,
-                "activation": self.activation, "condition_on_observation": self.condition_on_observation}  # fmt: skip
+        return hyperparameters(self)
 
 
 class Network(NamedTuple):
