@@ -45,6 +45,13 @@ def _shape_of(value: Any) -> str:
     return str(tuple(np.shape(value))) if hasattr(value, "shape") else type(value).__name__
 
 
+def one_of(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """``value`` lower-cased if it is one of the ``allowed`` strings, compared case-insensitively."""
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise ValueError(f"`{name}` should be one of {allowed} (case-insensitive), but is {value!r}")
+    return value.lower()
+
+
 def positive_int(name: str, value: Any) -> int:
     """``value`` as an ``int`` if it is a positive integer (bools are not integers here)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:

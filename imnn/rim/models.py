@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .. import _checks
 from ..adapters import _is_instance_of
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": nn.relu, "elu": nn.elu, "swish": nn.swish, "silu": nn.silu,
@@ -23,9 +24,7 @@ ACTIVATIONS = {"tanh": jnp.tanh, "relu": nn.relu, "elu": nn.elu, "swish": nn.swi
 
 def activation(name: str) -> Callable:
     """The activation called ``name`` (case-insensitive), one of ``ACTIVATIONS``."""
-    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
-        raise ValueError(f"`activation` should be one of {tuple(ACTIVATIONS)}, but is {name!r}")
-    return ACTIVATIONS[name.lower()]
+    return ACTIVATIONS[_checks.one_of("activation", name, tuple(ACTIVATIONS))]
 
 
 def hyperparameters(model: nn.Module) -> dict[str, Any]:

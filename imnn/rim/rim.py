@@ -22,12 +22,6 @@ NONFINITE_HINT = " (e.g. a score that is not finite at the iterates, or a learni
 SIMULATOR_ITERATIONS = 100  # iterations per epoch when training on a simulator
 
 
-def _method(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise ValueError(f"`{name}` should be one of {allowed} (case-insensitive), but is {value!r}")
-    return value.lower()
-
-
 def _identity(z: jax.Array) -> jax.Array:
     return z
 
@@ -83,14 +77,14 @@ class RIM:
             raise ValueError("`inverse_link_function` was given without `link_function`")
         if link_function is not None and inverse_link_function is None:
             raise ValueError("`link_function` needs `inverse_link_function` (the loss compares in model space)")
-        initialization = _method("initialization_method", initialization_method, core.INITIALISATION)
+        initialization = _checks.one_of("initialization_method", initialization_method, core.INITIALISATION)
         if initialization == "approximate_inverse" and approximate_inverse_fn is None:
             raise ValueError('`initialization_method="approximate_inverse"` needs `approximate_inverse_fn`')
         if not isinstance(dimensions, (tuple, list)) or not all(isinstance(d, int) and d > 0 for d in dimensions):
             raise TypeError(f"`dimensions` should be a tuple of positive ints, () for vectors, but is {dimensions!r}")
         self.config = core.Config(
             T=_checks.positive_int("T", T),
-            preprocessing=_method("score_preprocessing_method", score_preprocessing_method, core.PREPROCESSING),
+            preprocessing=_checks.one_of("score_preprocessing_method", score_preprocessing_method, core.PREPROCESSING),
             initialization=initialization,
             epsilon=_checks.positive_float("epsilon", epsilon),
             beta_1=float(beta_1),
