@@ -116,7 +116,12 @@ def _stopped(chunk: Chunk, settings: Settings) -> jax.Array:
 
 
 def _advance(
-    optimiser: Optimiser, score: Callable, c: Chunk, key: jax.Array, evaluated: Any, current_val: Any,
+    optimiser: Optimiser,
+    score: Callable,
+    c: Chunk,
+    key: jax.Array,
+    evaluated: Any,
+    current_val: Any,
     settings: Settings,
 ) -> Chunk:
     """Apply one evaluated iteration: update, bookkeeping, early-stopping counters.
@@ -366,6 +371,7 @@ def run(
     on_chunk: Callable[[Outcome], None] | None = None,
     max_chunk: int = BUFFER_SIZE,
     dispatch: str = "auto",
+    show_progress: bool | None = None,
 ) -> Outcome:
     """Drive jitted chunks until early stopping, ``max_iterations``, a NaN or Ctrl-C.
 
@@ -382,6 +388,8 @@ def run(
         max_chunk: most iterations per chunk (1 for slow streaming iterations, so an
             interruption loses none that finished).
         dispatch: ``"auto"``, ``"loop"`` or ``"step"`` (see :class:`Dispatcher`).
+        show_progress: show the bar (default: when ``print_rate`` is given), e.g. ``False`` to
+            keep the chunk length ``print_rate`` without a bar.
 
     Returns:
         An :class:`Outcome` whose history holds one entry per finished iteration.
@@ -390,7 +398,11 @@ def run(
     host_settings = jax.device_get(settings)  # the stop test between chunks runs in numpy
     iteration, patience_count, reason, error = 0, 0, "max_iterations", None
     n_steps = min(print_rate or 10, max_chunk)
-    bar = tqdm(total=max_iterations, disable=print_rate is None, leave=True)
+    bar = tqdm(
+        total=max_iterations,
+        disable=not (print_rate is not None if show_progress is None else show_progress),
+        leave=True,
+    )
     try:
         while iteration < max_iterations:
             n_steps = min(n_steps, max_iterations - iteration)

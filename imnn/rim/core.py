@@ -107,7 +107,10 @@ def iterate(
         z = z + Δ
         return (z, h, moments), z
 
-    _, zs = jax.lax.scan(step, (z0, h0, Moments(zeros, zeros)), jnp.arange(config.T))
+    # XLA:CPU compiles a convolution's gradient 10× slower inside a loop (see engine.LOOP_HOSTILE_ON_CPU):
+    # unrolled, the T steps train as fast as hand-written code there; other backends keep the loop.
+    unroll = jax.default_backend() == "cpu"
+    _, zs = jax.lax.scan(step, (z0, h0, Moments(zeros, zeros)), jnp.arange(config.T), unroll=unroll)
     return zs
 
 

@@ -82,11 +82,41 @@ class Network(NamedTuple):
 
 
 def as_network(model: Any) -> Network:
-    """Wrap a ``flax.linen`` RIM network (with ``channels`` and ``initialize_hidden_states``)."""
-    if not _is_instance_of(model, "flax.linen", "Module"):
-        raise TypeError(f"`model` should be a flax.linen Module such as imnn.rim.MLP, but is {type(model).__name__}")
+    """Wrap a RIM network: a ``flax.linen`` or ``flax.nnx`` module with ``channels`` and
+    ``initialize_hidden_states``, or a stax-style 4-tuple ``(init_fn, apply_fn, channels,
+    initialize_hidden_states)`` with ``init_fn(key, (x_shape, y_shape, score_shape, h_shape)) ->
+    (output_shapes, params)`` and ``apply_fn(params, (x, y, score, h)) -> (dx, h_new)``."""
+    if isinstance(model, (tuple, list)):
+        if len(model) != 4 or not (callable(model[0]) and callable(model[1]) and callable(model[3])):
+            raise TypeError(
+                "a stax-style `model` should be (init_fn, apply_fn, channels, initialize_hidden_states), "
+                f"but is a {type(model).__name__} of {len(model)} items"
+            )
+        init_fn, apply_fn, channels, hidden = model
+        return Network(
+            init=lambda key, *inputs: init_fn(key, tuple(jnp.shape(a) for a in inputs))[1],
+            apply=lambda params, *inputs: apply_fn(params, inputs),
+            channels=_checks.positive_int("model's channels", channels),
+            hidden=hidden,
+        )
+    is_linen, is_nnx = _is_instance_of(model, "flax.linen", "Module"), _is_instance_of(model, "flax.nnx", "Module")
+    if not (is_linen or is_nnx):
+        raise TypeError(
+            "`model` should be a flax.linen or flax.nnx Module such as imnn.rim.MLP, or a stax-style "
+            f"(init_fn, apply_fn, channels, initialize_hidden_states), but is {type(model).__name__}"
+        )
     for attribute in ("channels", "initialize_hidden_states"):
         if not hasattr(model, attribute):
             raise TypeError(f"`model` ({type(model).__name__}) should have a `{attribute}` attribute")
-    return Network(init=model.init, apply=model.apply, channels=int(model.channels),
-                   hidden=model.initialize_hidden_states)  # fmt: skip
+    channels = _checks.positive_int("model's channels", model.channels)
+    if is_linen:
+        return Network(init=model.init, apply=model.apply, channels=channels, hidden=model.initialize_hidden_states)
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return Network(
+        init=lambda key, *inputs: params,  # an nnx module holds its initial weights already
+        apply=lambda p, *inputs: nnx.merge(graphdef, p, rest)(*inputs),
+        channels=channels,
+        hidden=model.initialize_hidden_states,
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -10,20 +13,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from .. import _checks, engine, interrupts
-from ..adapters import as_optimiser, describe
-from . import core
+from ..adapters import describe
+from ..aggregation import AXIS, mesh_over, on_mesh
+from . import checkpoints as store
+from . import core, data, training
 from .models import as_network
-from .training import RIMMetrics, batch_loss, batched, instance_forward, optimiser, training_loss_and_grad
+from .training import RIMMetrics, batch_loss, batched, instance_forward
 
 PROGRESS = ("loss", "val_loss")
 NONFINITE_HINT = " (e.g. a score that is not finite at the iterates, or a learning rate too large)"
 SIMULATOR_ITERATIONS = 100  # iterations per epoch when training on a simulator
-
-
-def _identity(z: jax.Array) -> jax.Array:
-    return z
 
 
 class RIM:
@@ -40,12 +43,17 @@ class RIM:
             ``-0.5 * jnp.sum((y - A @ x)**2) / σ**2``); its score is ``jax.grad``. Give exactly one
             of ``score_fn`` and ``energy_fn``.
         T: number of steps.
-        link_function: ``ψ``, model space → physical space (e.g. ``jnp.exp`` for positive fields),
-            with ``inverse_link_function`` its inverse; default the identity.
+        link_function: ``ψ``, model space → physical space: a name (``"exp"`` for positive fields,
+            ``"softplus"``, ``"sigmoid"`` for (0, 1), ``"identity"``, the default), which a checkpoint
+            records, or a function with ``inverse_link_function`` its inverse.
         initialization_method: ``"zeros"``, ``"approximate_inverse"`` (``z₀ = ψ⁻¹(approximate_inverse_fn(y,
             *args))``) or ``"model"`` (a first network pass, which adds ``z₀`` to the iterates).
         score_preprocessing_method: ``"identity"``, ``"arcsinh"``, ``"adam"`` or ``"rmsprop"``.
         epsilon, beta_1, beta_2: the Adam/RMSProp preprocessing constants.
+        checkpoints_directory: a folder of :meth:`fit` checkpoints: the newest is loaded (its
+            configuration is adopted where an argument is left at its default, and must agree where
+            one is given; ``dimensions`` and a built-in ``model`` may be left out), and ``fit``
+            keeps writing there.
         key: PRNG key for the network's initial weights (default ``jax.random.key(0)``).
 
     Attributes:
@@ -56,12 +64,12 @@ class RIM:
 
     def __init__(
         self,
-        dimensions: tuple[int, ...],
-        model: Any,
+        dimensions: tuple[int, ...] | None = None,
+        model: Any = None,
         score_fn: Callable | None = None,
         energy_fn: Callable | None = None,
         T: int = 10,
-        link_function: Callable | None = None,
+        link_function: str | Callable | None = None,
         inverse_link_function: Callable | None = None,
         initialization_method: str = "zeros",
         approximate_inverse_fn: Callable | None = None,
@@ -69,110 +77,145 @@ class RIM:
         epsilon: float = 1e-7,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
+        checkpoints_directory: str | os.PathLike | None = None,
         key: jax.Array | None = None,
     ):
-        if (score_fn is None) == (energy_fn is None):
+        given = {name: value for name, value in locals().items() if name in _DEFAULTS}
+        saved = None
+        if checkpoints_directory is not None and store.files(checkpoints_directory):
+            saved = store.read(checkpoints_directory)
+        self._build(given, saved)
+        self.checkpoints_directory = checkpoints_directory
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, score_fn: Callable | None = None, energy_fn: Callable | None = None, *,
+        model: Any = None, link_function: str | Callable | None = None, inverse_link_function: Callable | None = None,
+        approximate_inverse_fn: Callable | None = None,
+    ) -> RIM:  # fmt: skip
+        """The RIM saved at ``path`` (a file from :meth:`save`, or a checkpoint folder: its newest),
+        with its weights, configuration, fit state and history. Code is not saved, so give the
+        ``score_fn`` or ``energy_fn``, and ``model`` or a custom link function when it used one."""
+        given = dict(
+            _DEFAULTS, score_fn=score_fn, energy_fn=energy_fn, model=model, link_function=link_function,
+            inverse_link_function=inverse_link_function, approximate_inverse_fn=approximate_inverse_fn,
+        )  # fmt: skip
+        rim = cls.__new__(cls)
+        rim._build(given, store.read(path))
+        rim.checkpoints_directory = None
+        return rim
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the weights, configuration, fit state and history to the file ``path`` (atomically)."""
+        if self.params is None:
+            raise ValueError("this RIM has no weights yet: call `fit` (or `predict`) before `save`")
+        store.save(self, path)
+
+    def _build(self, given: dict[str, Any], saved: dict[str, Any] | None) -> None:
+        if saved is not None:
+            given = store.adopt(saved, given, _DEFAULTS)
+        if given["model"] is None:
+            raise ValueError("give `model` (a RIM network such as imnn.rim.MLP), or a `checkpoints_directory` to load")
+        if given["dimensions"] is None:
+            raise ValueError("give `dimensions`: the spatial shape of one x, () for a vector problem")
+        if (given["score_fn"] is None) == (given["energy_fn"] is None):
             raise ValueError("give exactly one of `score_fn` (∇ₓ log p(y|x)) and `energy_fn` (log p(y|x))")
-        if link_function is None and inverse_link_function is not None:
-            raise ValueError("`inverse_link_function` was given without `link_function`")
-        if link_function is not None and inverse_link_function is None:
-            raise ValueError("`link_function` needs `inverse_link_function` (the loss compares in model space)")
-        initialization = _checks.one_of("initialization_method", initialization_method, core.INITIALISATION)
-        if initialization == "approximate_inverse" and approximate_inverse_fn is None:
+        self.link_function, self.inverse_link_function, self.link_name = _links(
+            given["link_function"], given["inverse_link_function"]
+        )
+        initialization = _checks.one_of("initialization_method", given["initialization_method"], core.INITIALISATION)
+        if initialization == "approximate_inverse" and given["approximate_inverse_fn"] is None:
             raise ValueError('`initialization_method="approximate_inverse"` needs `approximate_inverse_fn`')
+        dimensions = given["dimensions"]
         if not isinstance(dimensions, (tuple, list)) or not all(isinstance(d, int) and d > 0 for d in dimensions):
             raise TypeError(f"`dimensions` should be a tuple of positive ints, () for vectors, but is {dimensions!r}")
         self.config = core.Config(
-            T=_checks.positive_int("T", T),
-            preprocessing=_checks.one_of("score_preprocessing_method", score_preprocessing_method, core.PREPROCESSING),
+            T=_checks.positive_int("T", given["T"]),
+            preprocessing=_checks.one_of(
+                "score_preprocessing_method", given["score_preprocessing_method"], core.PREPROCESSING
+            ),
             initialization=initialization,
-            epsilon=_checks.positive_float("epsilon", epsilon),
-            beta_1=float(beta_1),
-            beta_2=float(beta_2),
+            epsilon=_checks.positive_float("epsilon", given["epsilon"]),
+            beta_1=float(given["beta_1"]),
+            beta_2=float(given["beta_2"]),
         )
-        self._network = as_network(model)
-        self.model, self.dimensions = model, tuple(dimensions)
+        self._network = as_network(given["model"])
+        self.model, self.dimensions = given["model"], tuple(dimensions)
         self.channels = self._network.channels
         self.x_shape = (*self.dimensions, self.channels)
-        self.link_function = link_function or _identity
-        self.inverse_link_function = inverse_link_function or _identity
-        self.score_fn = score_fn if score_fn is not None else jax.grad(energy_fn)
-        self.energy_fn = energy_fn
+        self.energy_fn = given["energy_fn"]
+        self.score_fn = given["score_fn"] if given["score_fn"] is not None else jax.grad(self.energy_fn)
         self._score = core.model_space_score(self.score_fn, self.link_function)
         self._forward = instance_forward(
             self._network, self.config, self._score, self.x_shape, self.dimensions,
-            self.inverse_link_function, approximate_inverse_fn,
+            self.inverse_link_function, given["approximate_inverse_fn"],
         )  # fmt: skip
         self._loss = batch_loss(self._forward, self.inverse_link_function)
         link = self.link_function
         run = batched(self._forward)
         self._predict = jax.jit(lambda params, y, args: jax.vmap(link)(run(params, y, args)[:, -1]))
         self._iterates = jax.jit(lambda params, y, args: jnp.swapaxes(run(params, y, args), 0, 1))
-        self._key = jax.random.key(0) if key is None else _checks.key("key", key)
+        self._key = jax.random.key(0) if given["key"] is None else _checks.key("key", given["key"])
         self.params: Any = None
         self.history: dict[str, np.ndarray] = {"loss": np.zeros(0), "val_loss": np.zeros(0)}
+        self._instance: tuple | None = None  # one (y, args): the shapes the weights were initialised for
         self._state: engine.FitState | None = None  # where the last fit ended, to continue from
         self._state_setting: tuple | None = None
-        self._fits: dict[tuple, tuple[engine.Dispatcher, engine.Monitor]] = {}  # compiled chunks per fit setting
+        self._state_description: dict | None = None  # the last fit's optimiser, saved with its state
+        self._pending: tuple | None = None  # a loaded fit state, adopted by the next fit
+        self._fits: dict[tuple, tuple] = {}  # compiled chunks per fit setting
+        self._checked: set[tuple] = set()  # input shapes the score and model were checked on
+        if saved is not None:
+            store.restore(self, saved, lambda y, args: self._initial_params(y[0], tuple(a[0] for a in args)))
 
     @property
     def T(self) -> int:
         return self.config.T
 
     # ------------------------------------------------------------ checking
-    def _checked_batch(self, name: str, y: Any, x: Any | None, args: tuple) -> tuple:
-        """``(y, x, args)`` as arrays after checking the batch axis, ``x``'s shape and finiteness."""
-        arrays = [("y", y)] + ([("x", x)] if x is not None else []) + [(f"args[{i}]", a) for i, a in enumerate(args)]
-        converted = []
-        for label, value in arrays:
-            array = jnp.asarray(value)
-            if array.ndim == 0:
-                raise ValueError(f"`{name}` {label} should have a leading batch axis, but is a scalar")
-            if jnp.issubdtype(array.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(array))):
-                raise ValueError(f"`{name}` {label} holds non-finite values (NaN or inf)")
-            converted.append(array)
-        sizes = {label: a.shape[0] for (label, _), a in zip(arrays, converted)}
-        if len(set(sizes.values())) != 1:
-            raise ValueError(f"`{name}`'s arrays should share their leading batch axis, but have sizes {sizes}")
-        if x is not None and tuple(converted[1].shape[1:]) != self.x_shape:
-            raise ValueError(
-                f"`{name}` x has instances of shape {tuple(converted[1].shape[1:])}, but `dimensions` "
-                f"{self.dimensions} and the model's {self.channels} channels give {self.x_shape}"
-            )
-        if x is None:
-            return converted[0], None, tuple(converted[1:])
-        return converted[0], converted[1], tuple(converted[2:])
+    def _initial_params(self, y0: jax.Array, args0: tuple) -> Any:
+        z = jnp.zeros(self.x_shape)
+        return self._network.init(self._key, z, y0, z, self._network.hidden(self.dimensions))
 
     def _ensure_params(self, y: jax.Array, args: tuple) -> None:
-        """Check the score and the model on one instance, and initialise the weights if needed."""
+        """Check the score and the model on one instance, and initialise the weights if needed
+        (once per shape of the inputs: ``predict`` pays it on its first call only)."""
+        signature = tuple((a.shape[1:], a.dtype) for a in (y, *args))
+        if self.params is not None and signature in self._checked:
+            return
         z, y0, args0 = jnp.zeros(self.x_shape), y[0], tuple(a[0] for a in args)
         what = f"x of shape {self.x_shape} and one instance of y and of the args"
         _checks.output_shape("score_fn", self.score_fn, (z, y0, *args0), self.x_shape, what,
                              fix="it returns ∇ₓ log p(y|x) for ONE instance, shaped like x")  # fmt: skip
-        h0 = self._network.hidden(self.dimensions)
         if self.params is None:
-            self.params = self._network.init(self._key, z, y0, z, h0)
+            self.params = self._initial_params(y0, args0)
+            self._instance = (y0, args0)
+        h0 = self._network.hidden(self.dimensions)
         _checks.output_shape(
             "model", lambda *a: self._network.apply(*a)[0], (self.params, z, y0, z, h0), self.x_shape,
             "(x, y, score, h) of one instance", fix="its update dx should be shaped like x",
         )  # fmt: skip
+        self._checked.add(signature)
+
+    def _batch(self, name: str, y: Any, x: Any | None, args: tuple) -> tuple:
+        return data.check_batch(name, y, x, args, self.x_shape)
 
     # ----------------------------------------------------------- inference
     def forward(self, y: Any, *args: Any) -> jax.Array:
         """Model-space iterates: float(T, batch, *dimensions, channels) (T + 1 with ``"model"`` initialisation)."""
-        y, _, args = self._checked_batch("y", y, None, args)
+        y, _, args = self._batch("y", y, None, args)
         self._ensure_params(y, args)
         return self._iterates(self.params, y, args)
 
     def predict(self, y: Any, *args: Any) -> jax.Array:
         """The reconstruction ``ψ(z_T)``: float(batch, *dimensions, channels); ``y`` and ``args`` batched."""
-        y, _, args = self._checked_batch("y", y, None, args)
+        y, _, args = self._batch("y", y, None, args)
         self._ensure_params(y, args)
         return self._predict(self.params, y, args)
 
     def loss_fn(self, y: Any, x: Any, *args: Any, time_weights: Any = None) -> jax.Array:
         """The training loss on a batch: mean over it of ``Σₜ wₜ ‖zₜ − ψ⁻¹(x)‖²`` (see :func:`core.time_weights`)."""
-        y, x, args = self._checked_batch("y", y, x, args)
+        y, x, args = self._batch("y", y, x, args)
         self._ensure_params(y, args)
         weights = core.time_weights(time_weights, self._n_iterates)
         return self._loss(self.params, (y, x, args), weights)
@@ -184,7 +227,7 @@ class RIM:
     # ------------------------------------------------------------- fitting
     def fit(
         self,
-        dataset: tuple | None = None,
+        dataset: Any = None,
         epochs: int = 100,
         learning_rate: float = 1e-4,
         batch_size: int = 1,
@@ -195,29 +238,43 @@ class RIM:
         patience: int | None = None,
         warmup: int = 0,
         clip: float = 0.0,
+        ema_decay: float = 0.0,
         scheduler: Callable | None = None,
         optimizer: optax.GradientTransformation | None = None,
         time_weights: Any = None,
         key: jax.Array | None = None,
+        devices: list | None = None,
+        checkpoints_directory: str | os.PathLike | None = None,
+        checkpoints: int = 10,
+        models_to_keep: int = 3,
         progress: bool = True,
     ) -> list[float]:
-        """Train on ``dataset = (y, x, *args)`` (arrays with a leading instance axis) or on fresh draws
-        of ``simulator(key) -> (y, x, *args)`` (one instance; the better choice: a RIM overfits a
-        finite training set).
+        """Train on ``dataset`` or on fresh draws of ``simulator(key) -> (y, x, *args)`` (one
+        instance; the better choice: a RIM overfits a finite training set).
 
         Args:
+            dataset: a tuple ``(y, x, *args)`` of arrays with a leading instance axis, or any
+                iterable of such batches (a list, ``tf.data``, grain, a generator), started again
+                when it runs out.
             epochs: most epochs of ``n_iterations_in_epoch`` steps (default: one pass over
                 ``dataset``, or ``SIMULATOR_ITERATIONS`` with a simulator).
             learning_rate: Adam's, unless ``scheduler`` (an optax schedule of the step) or
                 ``optimizer`` (an optax transformation) is given.
-            batch_size: instances per step (distinct ones of ``dataset``, drawn at random).
+            batch_size: instances per step (distinct ones of an array ``dataset``, drawn at random;
+                an iterable's batches have their own size).
             validation: ``(y, x, *args)`` evaluated at every step; its loss is early stopping's
                 and picks the weights kept (otherwise the last ones are).
             patience: epochs without a new best validation loss before stopping (needs ``validation``).
             warmup: steps over which the learning rate ramps up linearly from 0.
             clip: clip the gradients' global norm to it (when positive).
+            ema_decay: keep an exponential moving average of the weights with this decay (0: none);
+                validation, the kept weights and checkpoints then use the average.
             time_weights: the loss's per-step weights (see :func:`imnn.rim.core.time_weights`).
             key: PRNG key for the batches (default: continues the previous fit's stream).
+            devices: train data-parallel over these devices (the batch split across them, the
+                weights replicated); ``batch_size`` must be a multiple of their number.
+            checkpoints_directory: write a checkpoint there every ``checkpoints`` epochs and at
+                the end, keeping the ``models_to_keep`` newest; a fresh RIM resumes from the newest.
             progress: show a progress bar.
 
         Returns:
@@ -225,43 +282,50 @@ class RIM:
             Calling ``fit`` again with the same settings continues the optimiser and compiles nothing.
         """
         if (dataset is None) == (simulator is None):
-            raise ValueError("give exactly one of `dataset` ((y, x, *args) arrays) and `simulator` (key -> instance)")
+            raise ValueError("give exactly one of `dataset` ((y, x, *args) arrays or batches) and `simulator`")
         epochs = _checks.positive_int("epochs", epochs)
         batch_size = _checks.positive_int("batch_size", batch_size)
-        warmup = _checks.non_negative_int("warmup", warmup)
         if patience is not None:
             patience = _checks.positive_int("patience", patience)
             if validation is None:
                 raise ValueError("`patience` needs `validation` data: early stopping watches the validation loss")
-        data = None if dataset is None else self._checked_batch("dataset", *self._unpack("dataset", dataset))
+        every, keep = (
+            _checks.positive_int("checkpoints", checkpoints),
+            _checks.positive_int("models_to_keep", models_to_keep),
+        )
+        if isinstance(ema_decay, bool) or not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
+            raise ValueError(f"`ema_decay` should be a number in [0, 1) (0: no average), but is {ema_decay!r}")
+        place, sharding, devices = self._placement(
+            devices, batch_size if dataset is None or _is_arrays(dataset) else None
+        )
+        directory = checkpoints_directory if checkpoints_directory is not None else self.checkpoints_directory
+        if directory is not None:
+            os.makedirs(directory, exist_ok=True)
+            if self.params is None and self._state is None and store.files(directory):
+                self._resume_from(directory)
+        stream = None
         if simulator is not None:
-            if not callable(simulator):
-                raise TypeError(f"`simulator` should be a function key -> (y, x, *args), but is {describe(simulator)}")
-            data = self._simulated_example(simulator)
-        elif batch_size > data[0].shape[0]:
-            raise ValueError(f"`batch_size` (={batch_size}) exceeds the {data[0].shape[0]} instances of `dataset`")
-        val_data = None
-        if validation is not None:
-            val_data = self._checked_batch("validation", *self._unpack("validation", validation))
-        n_per_epoch = n_iterations_in_epoch
-        if n_per_epoch is None:
-            n_per_epoch = SIMULATOR_ITERATIONS if simulator is not None else math.ceil(data[0].shape[0] / batch_size)
-        n_per_epoch = _checks.positive_int("n_iterations_in_epoch", n_per_epoch)
-        self._ensure_params(data[0], data[2])
-        weights = core.time_weights(time_weights, self._n_iterates)
-        if optimizer is None:
-            learning_rate = _checks.positive_float("learning_rate", learning_rate)
-            if isinstance(clip, bool) or not (isinstance(clip, (int, float)) and clip >= 0):
-                raise ValueError(f"`clip` should be a number ≥ 0 (0: no clipping), but is {clip!r}")
-            how = ("adam", learning_rate, warmup, float(clip), id(scheduler))
-            make_optimizer = lambda: optimiser(learning_rate, warmup, float(clip), scheduler)
-        elif isinstance(optimizer, optax.GradientTransformation):
-            how, make_optimizer = ("user", id(optimizer)), lambda: optimizer
+            train = data.simulated_example(simulator, self.x_shape)
+        elif _is_arrays(dataset):
+            train = self._batch("dataset", *data.unpack("dataset", dataset))
+            if batch_size > train[0].shape[0]:
+                raise ValueError(f"`batch_size` (={batch_size}) exceeds the {train[0].shape[0]} instances of `dataset`")
         else:
-            raise TypeError(f"`optimizer` should be an optax.GradientTransformation, but is {describe(optimizer)}")
-        setting = (*how, batch_size, id(simulator), val_data is not None)
-        chunk, monitor, wrapped = self._compiled(setting, make_optimizer, batch_size, simulator, val_data is not None)
-        state = self._start_state(setting, wrapped, key)
+            stream = data.Batches(dataset, self.x_shape, len(devices) or 1, place)
+            train = stream.first
+        val_data = None if validation is None else self._batch("validation", *data.unpack("validation", validation))
+        n_per_epoch = self._iterations_per_epoch(n_iterations_in_epoch, dataset, simulator, stream, train, batch_size)
+        self._ensure_params(train[0], train[2])
+        weights = core.time_weights(time_weights, self._n_iterates)
+        description, make_optimizer = training.fit_optimiser(
+            learning_rate, warmup, clip, scheduler, optimizer, ema_decay
+        )
+        description = {**description, "batch_size": batch_size if stream is None else 0}
+        setting = (*description.values(), id(optimizer), id(scheduler), id(simulator), stream is not None,
+                   val_data is not None, tuple(d.id for d in devices))  # fmt: skip
+        chunk, monitor, wrapped = self._compiled(setting, make_optimizer, batch_size, simulator, sharding, stream,
+                                                 val_data is not None)  # fmt: skip
+        state = place(self._start_state(setting, description, wrapped, key, ema_decay > 0))
         max_iterations = epochs * n_per_epoch
         settings = engine.Settings(
             hyper=(weights,),
@@ -269,48 +333,76 @@ class RIM:
             min_iterations=jnp.int32(0),
             max_iterations=jnp.int32(max_iterations),
         )
+        save = (
+            None
+            if directory is None
+            else self._checkpointer(directory, every, keep, n_per_epoch, val_data is not None, setting, description)
+        )
+        chunk_length = 1 if stream is not None else _chunk_length(n_per_epoch)  # a stream loses no batch
         outcome = engine.run(
-            chunk, state, settings, None if simulator is not None else data, val_data, monitor=monitor,
-            max_iterations=max_iterations, print_rate=min(n_per_epoch, engine.BUFFER_SIZE) if progress else None,
+            chunk, state, settings, stream if stream is not None else place(None if simulator else train),
+            place(val_data), monitor=monitor, max_iterations=max_iterations, print_rate=chunk_length,
+            show_progress=progress, on_chunk=save,
         )  # fmt: skip
         with interrupts.deferred():
-            losses = self._absorb(outcome, n_per_epoch, val_data is not None, setting)
+            losses = self._absorb(outcome, n_per_epoch, val_data is not None, setting, description)
+        if save is not None:  # the progress, before the error (if any) is the user's
+            save(outcome, final=True)
         if outcome.error is not None:
             raise outcome.error
         return losses
 
-    def _unpack(self, name: str, batch: Any) -> tuple:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError(f"`{name}` should be a tuple (y, x, *args) of arrays, but is {describe(batch)}")
-        y, x, *args = batch
-        return y, x, tuple(args)
+    def _placement(self, devices: Any, batch_size: int | None) -> tuple[Callable, Any, list]:
+        """``(place, batch sharding, devices)``: where the fit's state and data go."""
+        if devices is None:
+            return (lambda tree: tree), None, []
+        devices = list(devices)
+        if not devices or not all(isinstance(d, jax.Device) for d in devices):
+            raise TypeError(f"`devices` should be a non-empty list of jax devices, but is {devices!r}")
+        if batch_size is not None and batch_size % len(devices):
+            raise ValueError(f"`batch_size` (={batch_size}) should be a multiple of the {len(devices)} `devices`")
+        mesh = mesh_over(devices)
+        replicated = NamedSharding(mesh, P())
+        return (lambda tree: on_mesh(tree, replicated)), NamedSharding(mesh, P(AXIS)), devices
 
-    def _simulated_example(self, simulator: Callable) -> tuple:
-        """One batch of two simulations, checked like a dataset (the shapes the fit compiles for)."""
+    def _iterations_per_epoch(self, given, dataset, simulator, stream, train, batch_size) -> int:
+        if given is not None:
+            return _checks.positive_int("n_iterations_in_epoch", given)
+        if simulator is not None:
+            return SIMULATOR_ITERATIONS
+        if stream is None:
+            return math.ceil(train[0].shape[0] / batch_size)
         try:
-            example = jax.vmap(simulator)(jax.random.split(jax.random.key(0), 2))
-        except Exception as error:
-            raise ValueError(f"`simulator` failed on a PRNG key: {error}") from error
-        return self._checked_batch("simulator", *self._unpack("simulator's output", tuple(example)))
+            return _checks.positive_int("the length of `dataset`", len(dataset))
+        except TypeError:
+            raise ValueError("give `n_iterations_in_epoch`: the iterable `dataset` has no length") from None
 
-    def _compiled(self, setting: tuple, make_optimizer: Callable, batch_size: int, simulator, validate: bool):
+    def _compiled(self, setting, make_optimizer, batch_size, simulator, sharding, stream, validate: bool):
         """The fit engine's chunk for this setting, built once (a second fit compiles nothing)."""
         if setting not in self._fits:
-            loss_and_grad = training_loss_and_grad(self._loss, batch_size, simulator)
+            if stream is None:
+                draw = lambda d, key: training.draw(d, key, batch_size, simulator, sharding)
+                loss_and_grad = training.loss_and_grad(self._loss, draw)
+            else:
+                on_batch = jax.jit(training.loss_and_grad(self._loss, None))
+                loss_and_grad = lambda w, batches, key, weights: on_batch(w, batches.next(), key, weights)
 
-            def validation_metrics(params, val_data, key, weights):
-                return RIMMetrics(self._loss(params, val_data, weights))
+            @jax.jit
+            def validation_metrics(w, val_data, key, weights):
+                return RIMMetrics(self._loss(training.used(w), val_data, weights))
 
             monitor = engine.Monitor(
                 metrics=RIMMetrics, score=lambda metrics: -metrics.loss,
                 validate=validation_metrics if validate else None, progress=PROGRESS, nonfinite_hint=NONFINITE_HINT,
             )  # fmt: skip
-            wrapped = as_optimiser(make_optimizer())
-            self._fits[setting] = (engine.make_chunk(loss_and_grad, wrapped, monitor), monitor, wrapped)
+            wrapped = make_optimizer()
+            chunk = engine.make_chunk(loss_and_grad, wrapped, monitor, traceable=stream is None)
+            self._fits[setting] = (chunk, monitor, wrapped)
         return self._fits[setting]
 
-    def _start_state(self, setting: tuple, wrapped, key: Any) -> engine.FitState:
-        """Continue the previous fit's optimiser when the setting is the same, else start one on ``params``."""
+    def _start_state(self, setting: tuple, description: dict, wrapped, key: Any, averaged: bool) -> engine.FitState:
+        """Continue the previous fit's optimiser when the setting is the same (or a loaded one's),
+        else start one on ``params``."""
         previous = self._state
         if key is not None:
             stream = _checks.key("key", key)
@@ -320,14 +412,48 @@ class RIM:
             stream = jax.random.fold_in(self._key, 1)
         if previous is not None and self._state_setting == setting:
             return previous._replace(key=stream, best_score=jnp.float32(-jnp.inf))
-        params = self.params
-        return engine.FitState(w=params, opt_state=wrapped.init(params), count=jnp.zeros((), jnp.int32), best_w=params,
-                               best_score=jnp.float32(-jnp.inf), key=stream)  # fmt: skip
+        w = training.Averaged(self.params, self.params) if averaged else self.params
+        fresh = engine.FitState(w=w, opt_state=wrapped.init(w), count=jnp.zeros((), jnp.int32), best_w=w,
+                                best_score=jnp.float32(-jnp.inf), key=stream)  # fmt: skip
+        if self._pending is None:
+            return fresh
+        restored = store.restored_state(self._pending, fresh, description)
+        if restored is None:
+            return fresh
+        return restored._replace(best_score=jnp.float32(-jnp.inf), key=stream if key is not None else restored.key)
 
-    def _absorb(self, outcome: engine.Outcome, n_per_epoch: int, validated: bool, setting: tuple) -> list[float]:
+    def _resume_from(self, directory: str | os.PathLike) -> None:
+        """Adopt the newest checkpoint of ``directory`` (the weights, fit state and history) if it fits."""
+        saved = store.read(directory)
+        store.check_fits(self, saved)
+        store.restore(self, saved, lambda y, args: self._initial_params(y[0], tuple(a[0] for a in args)))
+        print(f"RIM: resuming from {store.files(directory)[-1]} ({len(self.history['loss'])} epochs)")
+
+    def _checkpointer(self, directory, every: int, keep: int, n_per_epoch: int, validated: bool, setting: tuple,
+                      description: dict) -> Callable:  # fmt: skip
+        """``save(outcome, final=False)``: a checkpoint every ``every`` epochs of ``outcome`` (absorbed
+        into a snapshot: the RIM is untouched), and ``final`` once the RIM absorbed it, unless saved."""
+        saved_at = [-1]
+
+        def save(outcome: engine.Outcome, final: bool = False) -> None:
+            epochs = outcome.iterations // n_per_epoch
+            if final:
+                if saved_at[0] != outcome.iterations:
+                    store.write(self, directory, len(self.history["loss"]), keep)
+                return
+            if outcome.iterations % n_per_epoch == 0 and epochs % every == 0 and saved_at[0] != outcome.iterations:
+                snapshot = copy.copy(self)
+                snapshot.history = dict(self.history)
+                snapshot._absorb(outcome, n_per_epoch, validated, setting, description)
+                store.write(snapshot, directory, len(snapshot.history["loss"]), keep)
+                saved_at[0] = outcome.iterations
+
+        return save
+
+    def _absorb(self, outcome, n_per_epoch: int, validated: bool, setting: tuple, description: dict) -> list[float]:
         s = outcome.state
-        self._state, self._state_setting = s, setting
-        self.params = s.best_w if validated and bool(jnp.isfinite(s.best_score)) else s.w
+        self._state, self._state_setting, self._state_description, self._pending = s, setting, description, None
+        self.params = training.used(s.best_w if validated and bool(jnp.isfinite(s.best_score)) else s.w)
         epochs = {}
         for name in ("loss", "val_loss"):
             values = outcome.history.get(name, np.zeros(0))
@@ -338,3 +464,31 @@ class RIM:
         for name, values in epochs.items():
             self.history[name] = np.concatenate([self.history[name], values])
         return [float(v) for v in epochs["loss"]]
+
+
+def _is_arrays(dataset: Any) -> bool:
+    """A tuple ``(y, x, *args)`` of arrays, rather than an iterable of batches."""
+    return isinstance(dataset, tuple) or (isinstance(dataset, list) and all(hasattr(a, "shape") for a in dataset))
+
+
+def _chunk_length(n_per_epoch: int) -> int:
+    """Iterations per engine chunk: the largest divisor of an epoch up to the engine's buffer, so
+    that checkpoints and the per-epoch history fall on chunk ends."""
+    return max(d for d in range(1, min(n_per_epoch, engine.BUFFER_SIZE) + 1) if n_per_epoch % d == 0)
+
+
+def _links(link: str | Callable | None, inverse: Callable | None) -> tuple[Callable, Callable, str | None]:
+    """``(ψ, ψ⁻¹, name)`` from a name of ``store.LINKS`` or a function and its inverse (no name)."""
+    if link is None or isinstance(link, str):
+        if inverse is not None:
+            raise ValueError("`inverse_link_function` was given without `link_function` (a function)")
+        name = _checks.one_of("link_function", link or "identity", tuple(store.LINKS))
+        return (*store.LINKS[name], name)
+    if not callable(link):
+        raise TypeError(f"`link_function` should be a name or a function, but is {describe(link)}")
+    if inverse is None:
+        raise ValueError("`link_function` needs `inverse_link_function` (the loss compares in model space)")
+    return link, inverse, None
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(RIM.__init__).parameters.items() if name != "self"}

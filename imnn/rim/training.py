@@ -4,12 +4,14 @@ drawn per step and the optimiser. :class:`imnn.rim.RIM` hands them to the fit en
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from .. import _checks
+from ..adapters import Optimiser, as_optimiser, describe
 from . import core
 from .models import Network
 
@@ -21,8 +23,13 @@ class RIMMetrics(NamedTuple):
 
 
 def instance_forward(
-    network: Network, config: core.Config, score: Callable, x_shape: tuple[int, ...], dimensions: tuple[int, ...],
-    inverse_link: Callable, approximate_inverse: Callable | None,
+    network: Network,
+    config: core.Config,
+    score: Callable,
+    x_shape: tuple[int, ...],
+    dimensions: tuple[int, ...],
+    inverse_link: Callable,
+    approximate_inverse: Callable | None,
 ) -> Callable:
     """``forward(params, y, *args) -> float(T[+1], *x_shape)``: one instance's model-space iterates."""
 
@@ -59,23 +66,56 @@ def batch_loss(forward: Callable, inverse_link: Callable) -> Callable:
     return loss
 
 
-def training_loss_and_grad(loss: Callable, batch_size: int, simulator: Callable | None) -> Callable:
-    """The engine's ``loss_and_grad(params, data, key, weights)``: a batch of fresh simulations from
-    ``simulator(key)``, or ``batch_size`` distinct instances of ``data = (y, x, args)`` drawn by ``key``."""
+class Averaged(NamedTuple):
+    """The weights of a fit with an exponential moving average: the optimiser's and their average.
+    Validation, the best weights and the weights kept after the fit are the average's."""
 
-    def draw(data, key):
-        if simulator is not None:
-            y, x, *args = jax.vmap(simulator)(jax.random.split(key, batch_size))
-            return y, x, tuple(args)
-        n = data[0].shape[0]
-        index = jax.random.choice(key, n, (batch_size,), replace=False)
-        return jax.tree.map(lambda a: a[index], data)
+    params: Any
+    average: Any
+
+
+def used(w: Any) -> Any:
+    """The weights a prediction uses: the average of :class:`Averaged` weights, else ``w``."""
+    return w.average if isinstance(w, Averaged) else w
+
+
+def averaged(optimiser: Optimiser, decay: float) -> Optimiser:
+    """``optimiser`` on :class:`Averaged` weights, updating the average after each step with
+    ``min(decay, (1 + n) / (10 + n))`` at update ``n`` (torch_ema's warm-up), from the initial weights."""
+
+    def update(grads, opt_state, w, count):
+        params, opt_state = optimiser.update(grads, opt_state, w.params, count)
+        rate = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+        average = jax.tree.map(lambda a, p: rate * a + (1 - rate) * p, w.average, params)
+        return Averaged(params, average), opt_state
+
+    return Optimiser(init=lambda w: optimiser.init(w.params), update=update)
+
+
+def draw(data: Any, key: jax.Array, batch_size: int, simulator: Callable | None, sharding: Any = None) -> tuple:
+    """One training batch ``(y, x, args)``: ``batch_size`` fresh simulations from ``simulator(key)``,
+    or as many distinct instances of ``data = (y, x, args)``; split over ``sharding``'s devices."""
+
+    def spread(tree):
+        return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
+
+    if simulator is not None:
+        y, x, *args = jax.vmap(simulator)(spread(jax.random.split(key, batch_size)))
+        return spread((y, x, tuple(args)))
+    index = jax.random.choice(key, data[0].shape[0], (batch_size,), replace=False)
+    return spread(jax.tree.map(lambda a: a[index], data))
+
+
+def loss_and_grad(loss: Callable, draw_batch: Callable | None) -> Callable:
+    """The engine's ``loss_and_grad(w, data, key, weights)`` on the batch ``draw_batch(data, key)``
+    (``None``: ``data`` is the batch), differentiated in the optimiser's weights only."""
 
     def loss_and_metrics(params, data, key, weights):
-        value = loss(params, draw(data, key), weights)
+        value = loss(params, data if draw_batch is None else draw_batch(data, key), weights)
         return value, RIMMetrics(value)
 
-    return jax.value_and_grad(loss_and_metrics, has_aux=True)
+    gradient = jax.value_and_grad(loss_and_metrics, has_aux=True)
+    return lambda w, data, key, weights: gradient(w.params if isinstance(w, Averaged) else w, data, key, weights)
 
 
 def optimiser(
@@ -89,3 +129,30 @@ def optimiser(
         schedule = lambda step: base(step) * jnp.minimum(step / warmup, 1.0)
     adam = optax.adam(schedule)
     return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
+
+
+def fit_optimiser(
+    learning_rate: float, warmup: int, clip: float, scheduler: Callable | None,
+    optimizer: optax.GradientTransformation | None, ema_decay: float,
+) -> tuple[dict[str, Any], Callable[[], Optimiser]]:  # fmt: skip
+    """``(description, make)``: the fit's optimiser described in plain values (saved with its state,
+    compared on resume) and a function building it for the engine, averaging with ``ema_decay`` > 0."""
+    if optimizer is None:
+        learning_rate = _checks.positive_float("learning_rate", learning_rate)
+        warmup = _checks.non_negative_int("warmup", warmup)
+        if isinstance(clip, bool) or not (isinstance(clip, (int, float)) and clip >= 0):
+            raise ValueError(f"`clip` should be a number ≥ 0 (0: no clipping), but is {clip!r}")
+        description = {"optimizer": "adam", "learning_rate": learning_rate, "warmup": warmup, "clip": float(clip),
+                       "scheduler": scheduler is not None}  # fmt: skip
+        transformation = optimiser(learning_rate, warmup, float(clip), scheduler)
+    elif isinstance(optimizer, optax.GradientTransformation):
+        description, transformation = {"optimizer": "user"}, optimizer
+    else:
+        raise TypeError(f"`optimizer` should be an optax.GradientTransformation, but is {describe(optimizer)}")
+    description["ema_decay"] = float(ema_decay)
+
+    def make() -> Optimiser:
+        wrapped = as_optimiser(transformation)
+        return averaged(wrapped, float(ema_decay)) if ema_decay > 0 else wrapped
+
+    return description, make
