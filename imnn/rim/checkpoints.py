@@ -150,27 +150,24 @@ def _links(saved: dict[str, Any], given: dict[str, Any]) -> tuple[Any, Any]:
     return name, None
 
 
-def restore(rim: Any, saved: dict[str, Any], network_init: Any) -> None:
+def restore(rim: Any, saved: dict[str, Any]) -> None:
     """Assign the saved weights, history and fit state to ``rim`` (built by :func:`adopt`'s arguments),
-    after checking all of them; ``network_init(y, args)`` gives weights of the right structure."""
+    after checking all of them against weights initialised for the saved instance shapes."""
     try:
         instance = _get(saved, "instance", dict, "a mapping")
-        y_spec, arg_specs = instance["y"], instance["args"]
-        y = jnp.zeros([1, *y_spec[0]], y_spec[1])
-        args = tuple(jnp.zeros([1, *shape], dtype) for shape, dtype in arg_specs)
-        params = _restore("params", network_init(y, args), saved)
+        y0 = jnp.zeros(*instance["y"])
+        args0 = tuple(jnp.zeros(shape, dtype) for shape, dtype in instance["args"])
+        params = _restore("params", rim._initial_params(y0, args0), saved)
         history = {}
         for name in ("loss", "val_loss"):
             values = _get(saved, f"history.{name}", np.ndarray, "an array")
             history[name] = np.asarray(values, float).reshape(-1)
         state = saved["trees"]["state"]
-        key = None
-        if state:
-            key = jax.random.wrap_key_data(jnp.asarray(saved["key"]), impl=saved["key_impl"])
+        key = jax.random.wrap_key_data(jnp.asarray(saved["key"]), impl=saved["key_impl"]) if state else None
     except (_Invalid, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"the RIM checkpoint does not fit this RIM: {error}") from error
-    rim.params, rim.history, rim._instance = params, history, (y[0], tuple(a[0] for a in args))
-    rim._pending = None if not state else (saved, key)
+    rim.params, rim.history, rim._instance = params, history, (y0, args0)
+    rim._pending = (saved, key) if state else None
 
 
 def check_fits(rim: Any, saved: dict[str, Any]) -> None:

@@ -166,7 +166,7 @@ class RIM:
         self._fits: dict[tuple, tuple] = {}  # compiled chunks per fit setting
         self._checked: set[tuple] = set()  # input shapes the score and model were checked on
         if saved is not None:
-            store.restore(self, saved, lambda y, args: self._initial_params(y[0], tuple(a[0] for a in args)))
+            store.restore(self, saved)
 
     @property
     def T(self) -> int:
@@ -426,7 +426,7 @@ class RIM:
         """Adopt the newest checkpoint of ``directory`` (the weights, fit state and history) if it fits."""
         saved = store.read(directory)
         store.check_fits(self, saved)
-        store.restore(self, saved, lambda y, args: self._initial_params(y[0], tuple(a[0] for a in args)))
+        store.restore(self, saved)
         print(f"RIM: resuming from {store.files(directory)[-1]} ({len(self.history['loss'])} epochs)")
 
     def _checkpointer(self, directory, every: int, keep: int, n_per_epoch: int, validated: bool, setting: tuple,
