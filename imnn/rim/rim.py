@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
-import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -13,20 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from .. import _checks, engine, interrupts
 from ..adapters import describe
-from ..aggregation import AXIS, mesh_over, on_mesh
 from . import checkpoints as store
-from . import core, data, training
+from . import core, data, fitting, training
 from .models import as_network
-from .training import RIMMetrics, batch_loss, batched, instance_forward
-
-PROGRESS = ("loss", "val_loss")
-NONFINITE_HINT = " (e.g. a score that is not finite at the iterates, or a learning rate too large)"
-SIMULATOR_ITERATIONS = 100  # iterations per epoch when training on a simulator
+from .training import batch_loss, batched, instance_forward
 
 
 class RIM:
@@ -257,7 +248,7 @@ class RIM:
                 iterable of such batches (a list, ``tf.data``, grain, a generator), started again
                 when it runs out.
             epochs: most epochs of ``n_iterations_in_epoch`` steps (default: one pass over
-                ``dataset``, or ``SIMULATOR_ITERATIONS`` with a simulator).
+                ``dataset``, or 100 with a simulator).
             learning_rate: Adam's, unless ``scheduler`` (an optax schedule of the step) or
                 ``optimizer`` (an optax transformation) is given.
             batch_size: instances per step (distinct ones of an array ``dataset``, drawn at random;
@@ -295,18 +286,18 @@ class RIM:
         )
         if isinstance(ema_decay, bool) or not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
             raise ValueError(f"`ema_decay` should be a number in [0, 1) (0: no average), but is {ema_decay!r}")
-        place, sharding, devices = self._placement(
-            devices, batch_size if dataset is None or _is_arrays(dataset) else None
+        place, sharding, devices = fitting.placement(
+            devices, batch_size if dataset is None or fitting.is_arrays(dataset) else None
         )
         directory = checkpoints_directory if checkpoints_directory is not None else self.checkpoints_directory
         if directory is not None:
             os.makedirs(directory, exist_ok=True)
             if self.params is None and self._state is None and store.files(directory):
-                self._resume_from(directory)
+                fitting.resume_from(self, directory)
         stream = None
         if simulator is not None:
             train = data.simulated_example(simulator, self.x_shape)
-        elif _is_arrays(dataset):
+        elif fitting.is_arrays(dataset):
             train = self._batch("dataset", *data.unpack("dataset", dataset))
             if batch_size > train[0].shape[0]:
                 raise ValueError(f"`batch_size` (={batch_size}) exceeds the {train[0].shape[0]} instances of `dataset`")
@@ -314,7 +305,7 @@ class RIM:
             stream = data.Batches(dataset, self.x_shape, len(devices) or 1, place)
             train = stream.first
         val_data = None if validation is None else self._batch("validation", *data.unpack("validation", validation))
-        n_per_epoch = self._iterations_per_epoch(n_iterations_in_epoch, dataset, simulator, stream, train, batch_size)
+        n_per_epoch = fitting.iterations_per_epoch(n_iterations_in_epoch, dataset, simulator, stream, train, batch_size)
         self._ensure_params(train[0], train[2])
         weights = core.time_weights(time_weights, self._n_iterates)
         description, make_optimizer = training.fit_optimiser(
@@ -323,9 +314,11 @@ class RIM:
         description = {**description, "batch_size": batch_size if stream is None else 0}
         setting = (*description.values(), id(optimizer), id(scheduler), id(simulator), stream is not None,
                    val_data is not None, tuple(d.id for d in devices))  # fmt: skip
-        chunk, monitor, wrapped = self._compiled(setting, make_optimizer, batch_size, simulator, sharding, stream,
-                                                 val_data is not None)  # fmt: skip
-        state = place(self._start_state(setting, description, wrapped, key, ema_decay > 0))
+        validated = val_data is not None
+        chunk, monitor, wrapped = fitting.compiled(
+            self, setting, make_optimizer, batch_size, simulator, sharding, stream, validated
+        )
+        state = place(fitting.start_state(self, setting, description, wrapped, key, ema_decay > 0))
         max_iterations = epochs * n_per_epoch
         settings = engine.Settings(
             hyper=(weights,),
@@ -336,146 +329,21 @@ class RIM:
         save = (
             None
             if directory is None
-            else self._checkpointer(directory, every, keep, n_per_epoch, val_data is not None, setting, description)
+            else fitting.checkpointer(self, directory, every, keep, n_per_epoch, validated, setting, description)
         )
-        chunk_length = 1 if stream is not None else _chunk_length(n_per_epoch)  # a stream loses no batch
+        chunk_length = 1 if stream is not None else fitting.chunk_length(n_per_epoch)  # a stream loses no batch
         outcome = engine.run(
             chunk, state, settings, stream if stream is not None else place(None if simulator else train),
             place(val_data), monitor=monitor, max_iterations=max_iterations, print_rate=chunk_length,
             show_progress=progress, on_chunk=save,
         )  # fmt: skip
         with interrupts.deferred():
-            losses = self._absorb(outcome, n_per_epoch, val_data is not None, setting, description)
+            losses = fitting.absorb(self, outcome, n_per_epoch, validated, setting, description)
         if save is not None:  # the progress, before the error (if any) is the user's
             save(outcome, final=True)
         if outcome.error is not None:
             raise outcome.error
         return losses
-
-    def _placement(self, devices: Any, batch_size: int | None) -> tuple[Callable, Any, list]:
-        """``(place, batch sharding, devices)``: where the fit's state and data go."""
-        if devices is None:
-            return (lambda tree: tree), None, []
-        devices = list(devices)
-        if not devices or not all(isinstance(d, jax.Device) for d in devices):
-            raise TypeError(f"`devices` should be a non-empty list of jax devices, but is {devices!r}")
-        if batch_size is not None and batch_size % len(devices):
-            raise ValueError(f"`batch_size` (={batch_size}) should be a multiple of the {len(devices)} `devices`")
-        mesh = mesh_over(devices)
-        replicated = NamedSharding(mesh, P())
-        return (lambda tree: on_mesh(tree, replicated)), NamedSharding(mesh, P(AXIS)), devices
-
-    def _iterations_per_epoch(self, given, dataset, simulator, stream, train, batch_size) -> int:
-        if given is not None:
-            return _checks.positive_int("n_iterations_in_epoch", given)
-        if simulator is not None:
-            return SIMULATOR_ITERATIONS
-        if stream is None:
-            return math.ceil(train[0].shape[0] / batch_size)
-        try:
-            return _checks.positive_int("the length of `dataset`", len(dataset))
-        except TypeError:
-            raise ValueError("give `n_iterations_in_epoch`: the iterable `dataset` has no length") from None
-
-    def _compiled(self, setting, make_optimizer, batch_size, simulator, sharding, stream, validate: bool):
-        """The fit engine's chunk for this setting, built once (a second fit compiles nothing)."""
-        if setting not in self._fits:
-            if stream is None:
-                draw = lambda d, key: training.draw(d, key, batch_size, simulator, sharding)
-                loss_and_grad = training.loss_and_grad(self._loss, draw)
-            else:
-                on_batch = jax.jit(training.loss_and_grad(self._loss, None))
-                loss_and_grad = lambda w, batches, key, weights: on_batch(w, batches.next(), key, weights)
-
-            @jax.jit
-            def validation_metrics(w, val_data, key, weights):
-                return RIMMetrics(self._loss(training.used(w), val_data, weights))
-
-            monitor = engine.Monitor(
-                metrics=RIMMetrics, score=lambda metrics: -metrics.loss,
-                validate=validation_metrics if validate else None, progress=PROGRESS, nonfinite_hint=NONFINITE_HINT,
-            )  # fmt: skip
-            wrapped = make_optimizer()
-            chunk = engine.make_chunk(loss_and_grad, wrapped, monitor, traceable=stream is None)
-            self._fits[setting] = (chunk, monitor, wrapped)
-        return self._fits[setting]
-
-    def _start_state(self, setting: tuple, description: dict, wrapped, key: Any, averaged: bool) -> engine.FitState:
-        """Continue the previous fit's optimiser when the setting is the same (or a loaded one's),
-        else start one on ``params``."""
-        previous = self._state
-        if key is not None:
-            stream = _checks.key("key", key)
-        elif previous is not None:
-            stream = previous.key
-        else:
-            stream = jax.random.fold_in(self._key, 1)
-        if previous is not None and self._state_setting == setting:
-            return previous._replace(key=stream, best_score=jnp.float32(-jnp.inf))
-        w = training.Averaged(self.params, self.params) if averaged else self.params
-        fresh = engine.FitState(w=w, opt_state=wrapped.init(w), count=jnp.zeros((), jnp.int32), best_w=w,
-                                best_score=jnp.float32(-jnp.inf), key=stream)  # fmt: skip
-        if self._pending is None:
-            return fresh
-        restored = store.restored_state(self._pending, fresh, description)
-        if restored is None:
-            return fresh
-        return restored._replace(best_score=jnp.float32(-jnp.inf), key=stream if key is not None else restored.key)
-
-    def _resume_from(self, directory: str | os.PathLike) -> None:
-        """Adopt the newest checkpoint of ``directory`` (the weights, fit state and history) if it fits."""
-        saved = store.read(directory)
-        store.check_fits(self, saved)
-        store.restore(self, saved)
-        print(f"RIM: resuming from {store.files(directory)[-1]} ({len(self.history['loss'])} epochs)")
-
-    def _checkpointer(self, directory, every: int, keep: int, n_per_epoch: int, validated: bool, setting: tuple,
-                      description: dict) -> Callable:  # fmt: skip
-        """``save(outcome, final=False)``: a checkpoint every ``every`` epochs of ``outcome`` (absorbed
-        into a snapshot: the RIM is untouched), and ``final`` once the RIM absorbed it, unless saved."""
-        saved_at = [-1]
-
-        def save(outcome: engine.Outcome, final: bool = False) -> None:
-            epochs = outcome.iterations // n_per_epoch
-            if final:
-                if saved_at[0] != outcome.iterations:
-                    store.write(self, directory, len(self.history["loss"]), keep)
-                return
-            if outcome.iterations % n_per_epoch == 0 and epochs % every == 0 and saved_at[0] != outcome.iterations:
-                snapshot = copy.copy(self)
-                snapshot.history = dict(self.history)
-                snapshot._absorb(outcome, n_per_epoch, validated, setting, description)
-                store.write(snapshot, directory, len(snapshot.history["loss"]), keep)
-                saved_at[0] = outcome.iterations
-
-        return save
-
-    def _absorb(self, outcome, n_per_epoch: int, validated: bool, setting: tuple, description: dict) -> list[float]:
-        s = outcome.state
-        self._state, self._state_setting, self._state_description, self._pending = s, setting, description, None
-        self.params = training.used(s.best_w if validated and bool(jnp.isfinite(s.best_score)) else s.w)
-        epochs = {}
-        for name in ("loss", "val_loss"):
-            values = outcome.history.get(name, np.zeros(0))
-            starts = range(0, len(values), n_per_epoch)
-            epochs[name] = np.array([values[i : i + n_per_epoch].mean() for i in starts])
-        if not validated:
-            epochs["val_loss"] = np.full(len(epochs["loss"]), np.nan)
-        for name, values in epochs.items():
-            self.history[name] = np.concatenate([self.history[name], values])
-        return [float(v) for v in epochs["loss"]]
-
-
-def _is_arrays(dataset: Any) -> bool:
-    """A tuple ``(y, x, *args)`` of arrays, rather than an iterable of batches."""
-    return isinstance(dataset, tuple) or (isinstance(dataset, list) and all(hasattr(a, "shape") for a in dataset))
-
-
-def _chunk_length(n_per_epoch: int) -> int:
-    """Iterations per engine chunk: the largest divisor of an epoch up to the engine's buffer, so
-    that checkpoints and the per-epoch history fall on chunk ends."""
-    return max(d for d in range(1, min(n_per_epoch, engine.BUFFER_SIZE) + 1) if n_per_epoch % d == 0)
-
 
 def _links(link: str | Callable | None, inverse: Callable | None) -> tuple[Callable, Callable, str | None]:
     """``(ψ, ψ⁻¹, name)`` from a name of ``store.LINKS`` or a function and its inverse (no name)."""
