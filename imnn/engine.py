@@ -349,8 +349,18 @@ class Outcome(NamedTuple):
     error: Exception | None = None  # what stopped a fit with reason "error", to re-raise
 
 
-def _progress_postfix(history: dict[str, list], patience_count: int, names: tuple[str, ...]) -> dict[str, str]:
-    postfix = {"patience": str(patience_count)}
+def _progress_postfix(
+    history: dict[str, list], iteration: int, patience_count: int, names: tuple[str, ...], epoch_length: int | None,
+    early_stopping: bool,
+) -> dict[str, str]:  # fmt: skip
+    """The bar's columns: the patience count (in epochs when ``epoch_length`` is given, and only
+    while early stopping can happen), the epoch, and the latest of each recorded metric."""
+    if epoch_length is None:
+        postfix = {"patience": str(patience_count)}
+    else:
+        postfix = {"epoch": str(-(-iteration // epoch_length))}
+        if early_stopping:
+            postfix["patience"] = str(patience_count // epoch_length)
     for name in names:
         recorded = [part for part in history.get(name, []) if len(part)]
         if recorded:
@@ -372,6 +382,7 @@ def run(
     max_chunk: int = BUFFER_SIZE,
     dispatch: str = "auto",
     show_progress: bool | None = None,
+    epoch_length: int | None = None,
 ) -> Outcome:
     """Drive jitted chunks until early stopping, ``max_iterations``, a NaN or Ctrl-C.
 
@@ -390,6 +401,7 @@ def run(
         dispatch: ``"auto"``, ``"loop"`` or ``"step"`` (see :class:`Dispatcher`).
         show_progress: show the bar (default: when ``print_rate`` is given), e.g. ``False`` to
             keep the chunk length ``print_rate`` without a bar.
+        epoch_length: iterations per epoch, to show the epoch (and the patience in epochs) on the bar.
 
     Returns:
         An :class:`Outcome` whose history holds one entry per finished iteration.
@@ -418,7 +430,9 @@ def run(
                     for name, values in metrics._asdict().items():
                         history.setdefault(prefix + name, []).append(np.asarray(values[:n]))
             state, iteration, patience_count = out.state, int(out.iteration), int(out.patience_count)
-            bar.set_postfix(_progress_postfix(history, patience_count, monitor.progress), refresh=False)
+            postfix = _progress_postfix(history, iteration, patience_count, monitor.progress, epoch_length,
+                                        bool(host_settings.patience <= max_iterations))  # fmt: skip
+            bar.set_postfix(postfix, refresh=False)
             bar.update(n)
             if on_chunk is not None:
                 on_chunk(_outcome(state, history, iteration, "running"))

@@ -35,7 +35,7 @@ def execute(name, tmp_path):
     return text, images
 
 
-SCIENCE = ["2d_field_inference", "additive_noise", "imnn_vs_regression", "lfi_mean_and_variance"]
+SCIENCE = ["2d_field_inference", "additive_noise", "imnn_vs_regression", "lfi_mean_and_variance", "rim_deconvolution"]
 
 
 def test_every_notebook_is_tested():
@@ -116,3 +116,22 @@ def test_lfi_notebook_compares_every_method_with_the_exact_posterior_and_checks_
     assert "over-confident" not in verdicts["ABC"], verdicts["ABC"]
     assert images >= 5
 
+
+def test_rim_deconvolution_approaches_the_wiener_filter_and_beats_map(tmp_path):
+    text, images = execute("rim_deconvolution", tmp_path)
+    n = 16  # the small setting's grid; the exact Bayes MSE of P ∝ k⁻² (unit variance), beam 1.5 px, σ = 0.1
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(n) * n, np.fft.fftfreq(n) * n))
+    power = np.where(k > 0, 1 / np.where(k > 0, k, 1) ** 2, 0)
+    power /= power.mean()
+    beam2 = np.exp(-((2 * np.pi * k / n) ** 2) * 1.5**2)
+    (bayes,) = numbers(r"exact Bayes MSE per pixel: ([\d.]+)", text)
+    assert bayes == pytest.approx(np.mean(power * 0.01 / (beam2 * power + 0.01)), rel=1e-3)
+    (wiener,) = numbers(r"Wiener filter MSE on 500 test fields: ([\d.]+)", text)
+    assert wiener == pytest.approx(bayes, rel=0.03)  # 500 × 256 pixels: the estimate's noise is < 1 %
+    mse, ratio = numbers(r"RIM MSE on the test fields: ([\d.]+) = ([\d.]+) × the Wiener", text)
+    assert mse / bayes == pytest.approx(ratio, rel=1e-2)
+    assert 0.97 < ratio < 1.15, ratio  # 1 000 steps of batch 16 measured 1.045; nothing beats the posterior mean
+    map_mse, rim_mse, versus_map = numbers(r"MAP MSE of log x: ([\d.]+); RIM: ([\d.]+) = ([\d.]+) × MAP's", text)
+    assert versus_map < 1.05, (map_mse, rim_mse)  # measured 0.945: the posterior mean beats the mode
+    assert "every RIM estimate positive: True" in text and "same predictions: True" in text
+    assert images >= 4

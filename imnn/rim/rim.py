@@ -335,7 +335,7 @@ class RIM:
         outcome = engine.run(
             chunk, state, settings, stream if stream is not None else place(None if simulator else train),
             place(val_data), monitor=monitor, max_iterations=max_iterations, print_rate=chunk_length,
-            show_progress=progress, on_chunk=save,
+            show_progress=progress, on_chunk=save, epoch_length=n_per_epoch,
         )  # fmt: skip
         with interrupts.deferred():
             losses = fitting.absorb(self, outcome, n_per_epoch, validated, setting, description)
