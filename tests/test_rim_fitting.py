@@ -176,3 +176,13 @@ def test_nnx_and_stax_networks_run_the_maths_they_define(make_model, data):
     rim.fit(data, epochs=1, n_iterations_in_epoch=20, batch_size=16, progress=False,
             optimizer=optax.adam(1e-2))  # fmt: skip
     assert float(rim.loss_fn(y, x, A, σ)) < before
+
+
+# ---------------------------------------------------------------- progress bar
+def test_the_progress_bar_shows_the_epoch_the_losses_and_patience_only_with_early_stopping(data, capsys):
+    validation = tuple(a[:16] for a in data)
+    small_rim().fit(data, validation=validation, **(SMALL | {"progress": True}))
+    shown = capsys.readouterr().err
+    assert "epoch=2" in shown and "loss=" in shown and "val_loss=" in shown and "patience" not in shown
+    small_rim().fit(data, validation=validation, patience=1, **(SMALL | {"progress": True}))
+    assert "patience=" in capsys.readouterr().err
