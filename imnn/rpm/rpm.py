@@ -1,0 +1,272 @@
+"""The user-facing :class:`RPM`: recognition-parametrised models on the library's fit engine."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import _checks, engine, interrupts
+from ..adapters import as_optimiser, describe
+from . import diagnostics, families, objectives, store, training
+from .factors import as_factors
+from .training import Model, RPMMetrics, Weights
+
+Q_CHOICES = ("use_theta",)
+PROGRESS = ("objective", "val_objective")
+NONFINITE_HINT = " (e.g. a learning rate too large, or factor networks fed unscaled data)"
+
+
+def check_views(name: str, views: Any, n_views: int | None = None, item_shapes: list | None = None) -> tuple:
+    """``views`` as a tuple of float32 arrays with a common leading axis (the items), checked."""
+    if not isinstance(views, (tuple, list)) or not all(hasattr(v, "shape") for v in views):
+        raise TypeError(f"`{name}` should be a tuple of J arrays (one per view, items first), but is {describe(views)}")
+    if len(views) < 2:
+        raise ValueError(f"`{name}` has {len(views)} view(s): an RPM needs J ≥ 2 views of each item")
+    if n_views is not None and len(views) != n_views:
+        raise ValueError(f"`{name}` has {len(views)} views, but the model has {n_views} factors (one per view)")
+    arrays = []
+    for j, view in enumerate(views):
+        array = jnp.asarray(view, jnp.float32)
+        if array.ndim < 1 or array.shape[0] != views[0].shape[0]:
+            raise ValueError(f"`{name}[{j}]` has shape {tuple(view.shape)}, but every view should have the "
+                             f"{views[0].shape[0]} items of `{name}[0]` on its first axis")  # fmt: skip
+        if item_shapes is not None and array.shape[1:] != item_shapes[j]:
+            raise ValueError(f"`{name}[{j}]` has items of shape {array.shape[1:]}, but the model was built "
+                             f"for items of shape {item_shapes[j]}")  # fmt: skip
+        if not bool(jnp.all(jnp.isfinite(array))):
+            raise ValueError(f"`{name}[{j}]` holds non-finite values (NaN or inf)")
+        arrays.append(array)
+    if arrays[0].shape[0] == 0:
+        raise ValueError(f"`{name}` holds no items")
+    return tuple(arrays)
+
+
+class RPM:
+    """A recognition-parametrised model (Walker, Soulat, Yu & Sahani, AISTATS 2023) of J views
+    ``x₁ … x_J`` of each item: ``p(X, Z) = p(Z) Πⱼ fⱼ(Z|xⱼ) p₀ⱼ(xⱼ) / Fⱼ(Z)``, with ``p₀ⱼ`` the
+    empirical distribution of view ``j`` and ``Fⱼ(Z) = (1/N) Σₙ fⱼ(Z|xⱼⁿ)``. No decoder is written.
+
+    Args:
+        latent: :class:`~imnn.rpm.Categorical`, :class:`~imnn.rpm.Gaussian` or
+            :class:`~imnn.rpm.DiagGaussian`.
+        factors: one network per view mapping ONE item to ``latent.n_raw`` numbers
+            (:class:`~imnn.rpm.MLP`, :class:`~imnn.rpm.Linear`, or a flax/equinox/stax model).
+        prior: ``None`` (learnt), or fixed: class probabilities float(K), or ``(mean, cov)``.
+        q: the posterior of continuous latents' bound, ``"use_theta"`` (``q ∝ p^{1−J} Πⱼ fⱼ``,
+            exact when every ``Fⱼ = p``). Discrete latents need none: their objective is exact.
+        normaliser: ``"full"``, ``"batch"`` or ``"cache"`` (see :mod:`imnn.rpm.training`).
+        key: PRNG key of the initial weights (default ``jax.random.key(0)``).
+
+    Attributes:
+        params: :class:`~imnn.rpm.training.Weights` (``None`` before the first fit).
+        history: ``{"objective", "val_objective"}`` per step over all fits.
+    """
+
+    def __init__(self, latent: Any, factors: Any, prior: Any = None, q: str = "use_theta",
+                 normaliser: str = "full", key: jax.Array | None = None):  # fmt: skip
+        if not isinstance(latent, tuple(families.FAMILIES.values())):
+            raise TypeError(f"`latent` should be rpm.Categorical(K), rpm.Gaussian(d) or rpm.DiagGaussian(d), "
+                            f"but is {describe(latent)}")  # fmt: skip
+        if not isinstance(factors, (list, tuple)) or len(factors) < 2:
+            raise ValueError(f"`factors` should be a list of J ≥ 2 networks (one per view), but is {describe(factors)}")
+        self.latent, self.factors = latent, list(factors)
+        self.q = _checks.one_of("q", q, Q_CHOICES)
+        self.normaliser = _checks.one_of("normaliser", normaliser, training.NORMALISERS)
+        self._fixed_prior = None if prior is None else latent.fixed_prior(prior)
+        self._key = jax.random.key(0) if key is None else _checks.key("key", key)
+        if len(self.factors) == 2 and not latent.discrete:
+            _checks.warn("with J = 2 views a continuous-latent RPM is not identifiable: its likelihood has a flat "
+                         "ridge along which the latent scale trades between the two factors; use J ≥ 3 views "
+                         "or compare fits only through their posteriors' affine-invariant summaries")  # fmt: skip
+        self.params: Weights | None = None
+        self.history: dict[str, np.ndarray] = {"objective": np.zeros(0), "val_objective": np.zeros(0)}
+        self.item_shapes: list[tuple[int, ...]] | None = None
+        self._bank = None  # the training normaliser: every training item's factor increments
+        self._state: engine.FitState | None = None
+        self._state_setting: tuple | None = None
+        self._fits: dict[tuple, tuple] = {}
+
+    @property
+    def n_views(self) -> int:
+        return len(self.factors)
+
+    # ---------------------------------------------------------------- building
+    def _build(self, item_shapes: list[tuple[int, ...]]) -> None:
+        self.item_shapes = [tuple(s) for s in item_shapes]
+        networks = as_factors(self.factors, self.item_shapes, self.latent.n_raw)
+        self._model = Model(self.latent, tuple(networks), self._fixed_prior)
+        self._increments = jax.jit(self._model.increments)
+        self._evaluate = {what: jax.jit(training.evaluator(self._model, what)) for what in training.EVALUATIONS}
+
+    def _ensure(self, name: str, views: Any) -> tuple:
+        views = check_views(name, views, self.n_views, self.item_shapes)
+        if self.item_shapes is None:
+            self._build([v.shape[1:] for v in views])
+        if self.params is None:
+            self.params = self._initial_weights()
+        return views
+
+    def _initial_weights(self) -> Weights:
+        keys = jax.random.split(self._key, self.n_views)
+        return Weights(
+            factors=tuple(network.init(k) for network, k in zip(self._model.networks, keys)),
+            prior=self.latent.init_prior() if self._fixed_prior is None else None,
+            bank=None,
+        )
+
+    def _trained(self, what: str) -> None:
+        if self._bank is None:
+            raise ValueError(f"this RPM has not been fit yet: call `fit` before `{what}`")
+
+    # --------------------------------------------------------------- inference
+    def posterior(self, views: Any) -> Any:
+        """``p(Z|X)`` of each item of ``views`` (any items: the normaliser is the training one).
+
+        Returns:
+            Categorical: probabilities float(N, K) (exact). Gaussian: ``(mean float(N, d), cov
+            float(N, d, d))`` of ``q``.
+        """
+        self._trained("posterior")
+        views = self._ensure("views", views)
+        return self._evaluate["posterior"](self.params, self._bank, views)
+
+    def objective(self, views: Any) -> float:
+        """Mean over the items of ``views`` of the objective maximised (nats per datum), with the
+        training normaliser: the exact ``log w = log p(X) + J log N`` for discrete latents, its
+        lower bound for continuous ones."""
+        self._trained("objective")
+        views = self._ensure("views", views)
+        return float(jnp.mean(self._evaluate["objective"](self.params, self._bank, views)))
+
+    def exact_objective(self, views: Any) -> float:
+        """Mean exact ``log w`` of ``views`` by quadrature (Gaussian latents of dimension ≤ 2; for
+        Categorical latents :meth:`objective` is exact already)."""
+        self._trained("exact_objective")
+        if self.latent.discrete:
+            return self.objective(views)
+        if self.latent.dim not in objectives.QUADRATURE_POINTS:
+            raise ValueError(f"`exact_objective` integrates on a grid, for latents of dimension ≤ 2, "
+                             f"but this one has d = {self.latent.dim}")  # fmt: skip
+        views = self._ensure("views", views)
+        return float(jnp.mean(self._evaluate["exact"](self.params, self._bank, views)))
+
+    def diagnostics(self, views: Any = None, key: jax.Array | None = None) -> dict[str, Any]:
+        """What to check after a fit (see :func:`imnn.rpm.diagnostics.report`); ``views`` default to none
+        (only the normaliser's checks), give the training views for the bound's gap and latent usage."""
+        self._trained("diagnostics")
+        checked = None if views is None else self._ensure("views", views)
+        return diagnostics.report(self, checked, jax.random.key(1) if key is None else _checks.key("key", key))
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, views: Any, *, steps: int = 1000, batch_size: int | None = None, learning_rate: float = 1e-3,
+            optimizer: optax.GradientTransformation | None = None, validation: Any = None,
+            patience: int | None = None, key: jax.Array | None = None, print_rate: int | None = None,
+            progress: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+        """Maximise the objective on ``views`` with Adam (or ``optimizer``).
+
+        Args:
+            views: tuple of J arrays, float(N, *item_shape_j).
+            steps: most optimiser steps.
+            batch_size: items per step (distinct, drawn at random); ``None``: all N. Continuous
+                latents cost ``J·batch_size·N`` log-partitions per step with the full or cache normaliser.
+            validation: views of held-out items; their objective (training normaliser) picks the
+                weights kept and drives early stopping.
+            patience: steps without a better validation objective before stopping (needs ``validation``).
+            key: PRNG key of the minibatches (default: continues the previous fit's stream).
+            print_rate: steps between progress-bar updates (default: about once a second).
+            progress: show a progress bar.
+
+        Returns:
+            ``history``: the objective per step over all fits (and ``val_objective``). A second
+            ``fit`` with the same settings continues the optimiser and compiles nothing.
+        """
+        steps = _checks.positive_int("steps", steps)
+        train = self._ensure("views", views)
+        n = train[0].shape[0]
+        batch_size = n if batch_size is None else _checks.positive_int("batch_size", batch_size)
+        if batch_size > n:
+            raise ValueError(f"`batch_size` (={batch_size}) exceeds the {n} items of `views`")
+        if patience is not None:
+            patience = _checks.positive_int("patience", patience)
+            if validation is None:
+                raise ValueError("`patience` needs `validation` views: early stopping watches their objective")
+        val_views = None if validation is None else self._ensure("validation", validation)
+        if optimizer is None:
+            transformation, name = optax.adam(_checks.positive_float("learning_rate", learning_rate)), learning_rate
+        elif isinstance(optimizer, optax.GradientTransformation):
+            transformation, name = optimizer, id(optimizer)
+        else:
+            raise TypeError(f"`optimizer` should be an optax.GradientTransformation, but is {describe(optimizer)}")
+        setting = (name, batch_size, val_views is not None, n)
+        chunk, monitor, wrapped = self._compiled(setting, transformation, batch_size, val_views is not None)
+        state = self._start_state(setting, wrapped, train, key)
+        settings = engine.Settings(
+            hyper=(), patience=jnp.int32(steps + 1 if patience is None else patience),
+            min_iterations=jnp.int32(0), max_iterations=jnp.int32(steps),
+        )  # fmt: skip
+        outcome = engine.run(
+            chunk, state, settings, train, None if val_views is None else (val_views, train), monitor=monitor,
+            max_iterations=steps, print_rate=print_rate, show_progress=progress,
+        )  # fmt: skip
+        with interrupts.deferred():
+            self._absorb(outcome, setting, train, val_views is not None)
+        if outcome.error is not None:
+            raise outcome.error
+        return self.history
+
+    def _compiled(self, setting: tuple, transformation: Any, batch_size: int, validated: bool) -> tuple:
+        if setting not in self._fits:
+            monitor = engine.Monitor(
+                metrics=RPMMetrics, score=lambda metrics: metrics.objective,
+                validate=jax.jit(training.validation(self._model, self.normaliser)) if validated else None,
+                progress=PROGRESS, nonfinite_hint=NONFINITE_HINT,
+            )  # fmt: skip
+            wrapped = training.with_bank(as_optimiser(transformation))
+            loss_and_grad = training.loss_and_grad(self._model, self.normaliser, batch_size)
+            self._fits[setting] = (engine.make_chunk(loss_and_grad, wrapped, monitor), monitor, wrapped)
+        return self._fits[setting]
+
+    def _start_state(self, setting: tuple, wrapped: Any, train: tuple, key: Any) -> engine.FitState:
+        previous = self._state
+        if key is not None:
+            stream = _checks.key("key", key)
+        elif previous is not None:
+            stream = previous.key
+        else:
+            stream = jax.random.fold_in(self._key, 1)
+        if previous is not None and self._state_setting == setting:
+            return previous._replace(key=stream, best_score=jnp.float32(-jnp.inf))
+        bank = self._increments(self.params.factors, train) if self.normaliser == "cache" else None
+        w = self.params._replace(bank=bank)
+        return engine.FitState(w=w, opt_state=wrapped.init(w), count=jnp.zeros((), jnp.int32), best_w=w,
+                               best_score=jnp.float32(-jnp.inf), key=stream)  # fmt: skip
+
+    def _absorb(self, outcome: engine.Outcome, setting: tuple, train: tuple, validated: bool) -> None:
+        s = outcome.state
+        self._state, self._state_setting = s, setting
+        kept = s.best_w if validated and bool(jnp.isfinite(s.best_score)) else s.w
+        self.params = kept._replace(bank=None)
+        self._bank = self._increments(self.params.factors, train)
+        values = outcome.history.get("objective", np.zeros(0))
+        val_values = outcome.history.get("val_objective", np.full(len(values), np.nan))
+        self.history = {
+            "objective": np.concatenate([self.history["objective"], values]),
+            "val_objective": np.concatenate([self.history["val_objective"], val_values]),
+        }
+
+    # --------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the configuration, weights, training normaliser and history to ``path`` (atomically)."""
+        self._trained("save")
+        store.save(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, factors: Any = None) -> RPM:
+        """The RPM saved at ``path``. Built-in factors (:class:`MLP`, :class:`Linear`) are rebuilt from
+        the file; give ``factors`` when the saved model used networks of your own."""
+        return store.load(cls, path, factors)
