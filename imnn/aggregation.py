@@ -215,3 +215,19 @@ def aggregated(
         prepare=prepare,
         place=lambda tree: on_mesh(tree, replicated),
     )
+
+
+def placement(devices: Any, batch_size: int | None, what: str = "batch_size") -> tuple[Callable, Any, list]:
+    """``(place, batch sharding, devices)`` of a data-parallel fit over ``devices`` (``None``: no
+    placement): the state replicated, batches split along their first axis, whose size ``batch_size``
+    (named ``what`` in errors) must be a multiple of the number of devices."""
+    if devices is None:
+        return (lambda tree: tree), None, []
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"`devices` should be a non-empty list of jax devices, but is {devices!r}")
+    if batch_size is not None and batch_size % len(devices):
+        raise ValueError(f"`{what}` (={batch_size}) should be a multiple of the {len(devices)} `devices`")
+    mesh = mesh_over(devices)
+    replicated = NamedSharding(mesh, P())
+    return (lambda tree: on_mesh(tree, replicated)), NamedSharding(mesh, P(AXIS)), devices

@@ -11,13 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import compilations
 from scipy.optimize import linear_sum_assignment
 
 from imnn import rpm
 from imnn.rpm import objectives
 from imnn.rpm.families import GaussianNatural
-
-from helpers import compilations
 
 K, J = 4, 3
 
@@ -164,7 +163,9 @@ def test_quadrature_log_w_equals_the_closed_form_of_a_one_item_normaliser(d):
     rng = np.random.default_rng(2)
     eta0 = _gaussian_tree(rng, d=d, offset=1.0)
     batch, bank = _gaussian_tree(rng, J, 4, d=d, offset=0.3), _gaussian_tree(rng, J, 1, d=d, offset=0.3)
-    bank = GaussianNatural(bank.h, np.broadcast_to(bank.precision[:, :1].mean(1, keepdims=True) * 0.2, bank.precision.shape))
+    bank = GaussianNatural(
+        bank.h, np.broadcast_to(bank.precision[:, :1].mean(1, keepdims=True) * 0.2, bank.precision.shape)
+    )
     expected = []
     for n in range(4):
         h = eta0.h + (batch.h[:, n] - bank.h[:, 0]).sum(0)
@@ -250,7 +251,7 @@ def test_cache_and_full_normalisers_give_the_same_fit():
 
 
 def test_save_and_load_give_the_same_posteriors(discrete, tmp_path):
-    model, train = discrete
+    model, _ = discrete
     model.save(tmp_path / "model")
     loaded = rpm.RPM.load(tmp_path / "model")
     _, test = mixture(500, 30)
@@ -351,3 +352,18 @@ def test_bad_arguments_are_named(small):
         model.fit(small, steps=1, patience=3)
     with pytest.raises(ValueError, match="not been fit"):
         model.posterior(small)
+
+
+def test_four_devices_equal_one():
+    _, train = mixture(400, 80)
+    _, validation = mixture(100, 81)
+    posteriors = []
+    for devices in (None, jax.devices()[:4]):
+        model = rpm.RPM(rpm.Categorical(K), [rpm.MLP((8,)) for _ in range(J)], normaliser="cache")
+        model.fit(train, steps=40, batch_size=100, validation=validation, key=jax.random.key(3), progress=False,
+                  devices=devices)  # fmt: skip
+        posteriors.append(np.asarray(model.posterior(train)))
+    np.testing.assert_allclose(posteriors[1], posteriors[0], atol=2e-5)
+    assert len(jax.devices()) >= 4
+    with pytest.raises(ValueError, match="multiple of the 4 `devices`"):
+        model.fit(mixture(402, 82)[1], steps=1, devices=jax.devices()[:4])

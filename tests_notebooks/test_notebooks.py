@@ -35,7 +35,8 @@ def execute(name, tmp_path):
     return text, images
 
 
-SCIENCE = ["2d_field_inference", "additive_noise", "imnn_vs_regression", "lfi_mean_and_variance", "rim_deconvolution"]
+SCIENCE = ["2d_field_inference", "additive_noise", "imnn_vs_regression", "lfi_mean_and_variance", "rim_deconvolution",
+           "rpm_mixture"]
 
 
 def test_every_notebook_is_tested():
@@ -135,3 +136,21 @@ def test_rim_deconvolution_approaches_the_wiener_filter_and_beats_map(tmp_path):
     assert versus_map < 1.05, (map_mse, rim_mse)  # measured 0.945: the posterior mean beats the mode
     assert "every RIM estimate positive: True" in text and "same predictions: True" in text
     assert images >= 4
+
+
+def test_rpm_mixture_matches_the_bayes_classifier_and_the_exact_gaussian_posterior(tmp_path):
+    text, images = execute("rpm_mixture", tmp_path)
+    (bayes,) = numbers(r"Bayes classifier accuracy: ([\d.]+)", text)
+    (one_view,) = numbers(r"one view alone \(Bayes\): ([\d.]+)", text)
+    (accuracy,) = numbers(r"RPM accuracy after matching the classes: ([\d.]+)", text)
+    (distance,) = numbers(r"mean total-variation distance to the Bayes posterior: ([\d.]+)", text)
+    assert bayes - one_view > 0.15 and accuracy > bayes - 0.035 and distance < 0.09  # measured 0.9466 vs 0.9480
+    (objective,) = numbers(r"held-out objective: ([-\d.]+) nats", text)
+    (control,) = numbers(r"views shuffled across items: held-out objective ([-\d.]+) nats", text)
+    assert objective > 0.7 and abs(control) <= 0.05
+    (r2,) = numbers(r"R² = ([\d.]+) against the exact", text)
+    (sd_ratio,) = numbers(r"posterior sd / exact sd: ([\d.]+)", text)
+    bound, exact, gap = numbers(r"bound ([-\d.]+) ≤ exact ([-\d.]+) nats \(gap ([-\d.]+)\)", text)
+    assert r2 >= 0.965 and abs(sd_ratio - 1) < 0.15 and bound <= exact + 1e-4 and gap < 0.05
+    assert images >= 2
+

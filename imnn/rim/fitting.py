@@ -16,11 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from .. import _checks, engine
-from ..aggregation import AXIS, mesh_over, on_mesh
 from . import checkpoints as store
 from . import training
 from .training import RIMMetrics
@@ -39,20 +36,6 @@ def chunk_length(n_per_epoch: int) -> int:
     """Iterations per engine chunk: the largest divisor of an epoch up to the engine's buffer, so
     that checkpoints and the per-epoch history fall on chunk ends."""
     return max(d for d in range(1, min(n_per_epoch, engine.BUFFER_SIZE) + 1) if n_per_epoch % d == 0)
-
-
-def placement(devices: Any, batch_size: int | None) -> tuple[Callable, Any, list]:
-    """``(place, batch sharding, devices)``: where the fit's state and data go."""
-    if devices is None:
-        return (lambda tree: tree), None, []
-    devices = list(devices)
-    if not devices or not all(isinstance(d, jax.Device) for d in devices):
-        raise TypeError(f"`devices` should be a non-empty list of jax devices, but is {devices!r}")
-    if batch_size is not None and batch_size % len(devices):
-        raise ValueError(f"`batch_size` (={batch_size}) should be a multiple of the {len(devices)} `devices`")
-    mesh = mesh_over(devices)
-    replicated = NamedSharding(mesh, P())
-    return (lambda tree: on_mesh(tree, replicated)), NamedSharding(mesh, P(AXIS)), devices
 
 
 def iterations_per_epoch(given, dataset, simulator, stream, train, batch_size) -> int:

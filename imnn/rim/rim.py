@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import _checks, engine, interrupts
+from .. import _checks, aggregation, engine, interrupts
 from ..adapters import describe
 from . import checkpoints as store
 from . import core, data, fitting, training
@@ -286,7 +286,7 @@ class RIM:
         )
         if isinstance(ema_decay, bool) or not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
             raise ValueError(f"`ema_decay` should be a number in [0, 1) (0: no average), but is {ema_decay!r}")
-        place, sharding, devices = fitting.placement(
+        place, sharding, devices = aggregation.placement(
             devices, batch_size if dataset is None or fitting.is_arrays(dataset) else None
         )
         directory = checkpoints_directory if checkpoints_directory is not None else self.checkpoints_directory

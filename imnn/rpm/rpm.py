@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import _checks, engine, interrupts
+from .. import _checks, aggregation, engine, interrupts
 from ..adapters import as_optimiser, describe
 from . import diagnostics, families, objectives, store, training
 from .factors import as_factors
@@ -166,7 +166,7 @@ class RPM:
     def fit(self, views: Any, *, steps: int = 1000, batch_size: int | None = None, learning_rate: float = 1e-3,
             optimizer: optax.GradientTransformation | None = None, validation: Any = None,
             patience: int | None = None, key: jax.Array | None = None, print_rate: int | None = None,
-            progress: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+            progress: bool = True, devices: list | None = None) -> dict[str, np.ndarray]:  # fmt: skip
         """Maximise the objective on ``views`` with Adam (or ``optimizer``).
 
         Args:
@@ -180,6 +180,8 @@ class RPM:
             key: PRNG key of the minibatches (default: continues the previous fit's stream).
             print_rate: steps between progress-bar updates (default: about once a second).
             progress: show a progress bar.
+            devices: fit data-parallel over these devices: the items of ``views`` (a multiple of
+                their number) split across them, the weights replicated; the result equals one device's.
 
         Returns:
             ``history``: the objective per step over all fits (and ``val_objective``). A second
@@ -202,9 +204,13 @@ class RPM:
             transformation, name = optimizer, id(optimizer)
         else:
             raise TypeError(f"`optimizer` should be an optax.GradientTransformation, but is {describe(optimizer)}")
-        setting = (name, batch_size, val_views is not None, n)
+        place, sharding, devices = aggregation.placement(devices, n, "the number of items of `views`")
+        if sharding is not None:
+            train = jax.device_put(train, sharding)
+        setting = (name, batch_size, val_views is not None, n, tuple(d.id for d in devices))
         chunk, monitor, wrapped = self._compiled(setting, transformation, batch_size, val_views is not None)
-        state = self._start_state(setting, wrapped, train, key)
+        state = place(self._start_state(setting, wrapped, train, key))
+        val_views = None if val_views is None else place(val_views)
         settings = engine.Settings(
             hyper=(), patience=jnp.int32(steps + 1 if patience is None else patience),
             min_iterations=jnp.int32(0), max_iterations=jnp.int32(steps),
