@@ -54,6 +54,22 @@ class FitState(NamedTuple):
     key: jax.Array
 
 
+def fit_key(key: Any, previous: FitState | None, model_key: jax.Array) -> jax.Array:
+    """The PRNG stream of a fit: ``key`` if given, else where the previous fit left it, else one
+    derived from the model's key."""
+    if key is not None:
+        return _checks.key("key", key)
+    if previous is not None:
+        return previous.key
+    return jax.random.fold_in(model_key, 1)
+
+
+def fresh_state(w: Any, optimiser: Optimiser, key: jax.Array) -> FitState:
+    """A fit starting at ``w`` with a new optimiser state."""
+    return FitState(w=w, opt_state=optimiser.init(w), count=jnp.zeros((), jnp.int32), best_w=w,
+                    best_score=jnp.float32(-jnp.inf), key=key)  # fmt: skip
+
+
 class Settings(NamedTuple):
     """Fit settings, all traced scalars (changing them does not recompile).
 

@@ -367,3 +367,29 @@ def test_four_devices_equal_one():
     assert len(jax.devices()) >= 4
     with pytest.raises(ValueError, match="multiple of the 4 `devices`"):
         model.fit(mixture(402, 82)[1], steps=1, devices=jax.devices()[:4])
+
+
+@pytest.mark.parametrize("interrupt_at", [0, 1, 3])
+def test_ctrl_c_at_any_chunk_keeps_the_finished_steps_and_a_usable_model(interrupt_at):
+    _, train = mixture(200, 90)
+    model = rpm.RPM(rpm.Categorical(K), [rpm.MLP((8,)) for _ in range(J)], normaliser="cache")
+    model.fit(train, steps=5, batch_size=50, print_rate=5, progress=False)
+    (setting,) = model._fits
+    chunk, monitor, wrapped = model._fits[setting]
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == interrupt_at + 1:
+            raise KeyboardInterrupt
+        return chunk(*args, **kwargs)
+
+    model._fits[setting] = (interrupted, monitor, wrapped)
+    with pytest.warns(UserWarning, match="interrupted"):
+        model.fit(train, steps=30, batch_size=50, print_rate=5, progress=False)
+    assert len(model.history["objective"]) == 5 + 5 * interrupt_at
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(model.params))
+    assert math.isfinite(model.objective(train))
+    model._fits[setting] = (chunk, monitor, wrapped)
+    model.fit(train, steps=10, batch_size=50, print_rate=5, progress=False)  # continues from where it stopped
+    assert len(model.history["objective"]) == 15 + 5 * interrupt_at

@@ -81,17 +81,11 @@ def start_state(rim, setting: tuple, description: dict, wrapped, key: Any, avera
     """Continue the previous fit's optimiser when the setting is the same (or a loaded one's),
     else start one on ``rim.params``."""
     previous = rim._state
-    if key is not None:
-        stream = _checks.key("key", key)
-    elif previous is not None:
-        stream = previous.key
-    else:
-        stream = jax.random.fold_in(rim._key, 1)
+    stream = engine.fit_key(key, previous, rim._key)
     if previous is not None and rim._state_setting == setting:
         return previous._replace(key=stream, best_score=jnp.float32(-jnp.inf))
     w = training.Averaged(rim.params, rim.params) if averaged else rim.params
-    fresh = engine.FitState(w=w, opt_state=wrapped.init(w), count=jnp.zeros((), jnp.int32), best_w=w,
-                            best_score=jnp.float32(-jnp.inf), key=stream)  # fmt: skip
+    fresh = engine.fresh_state(w, wrapped, stream)
     if rim._pending is None:
         return fresh
     restored = store.restored_state(rim._pending, fresh, description)

@@ -239,18 +239,11 @@ class RPM:
 
     def _start_state(self, setting: tuple, wrapped: Any, train: tuple, key: Any) -> engine.FitState:
         previous = self._state
-        if key is not None:
-            stream = _checks.key("key", key)
-        elif previous is not None:
-            stream = previous.key
-        else:
-            stream = jax.random.fold_in(self._key, 1)
+        stream = engine.fit_key(key, previous, self._key)
         if previous is not None and self._state_setting == setting:
             return previous._replace(key=stream, best_score=jnp.float32(-jnp.inf))
         bank = self._increments(self.params.factors, train) if self.normaliser == "cache" else None
-        w = self.params._replace(bank=bank)
-        return engine.FitState(w=w, opt_state=wrapped.init(w), count=jnp.zeros((), jnp.int32), best_w=w,
-                               best_score=jnp.float32(-jnp.inf), key=stream)  # fmt: skip
+        return engine.fresh_state(self.params._replace(bank=bank), wrapped, stream)
 
     def _absorb(self, outcome: engine.Outcome, setting: tuple, train: tuple, validated: bool) -> None:
         s = outcome.state
