@@ -40,6 +40,17 @@ def prior_mismatch(family, eta0: Any, bank: Any, key: jax.Array) -> np.ndarray:
     return np.asarray(jnp.mean(log_F_z - family.log_density(eta0, z), -1))
 
 
+def chain_mismatch(family, bank: Any, key: jax.Array) -> np.ndarray:
+    """A chain's ``KL(Fⱼₜ ‖ p₀)`` per view averaged over the steps ``t``, float(J) nats: each step's
+    normaliser against the chain's stationary marginal ``p₀``."""
+    keys = jax.random.split(key, family.T)
+    per_step = [
+        prior_mismatch(family.step, family.marginal(), jax.tree.map(lambda g: g[:, :, t], bank), keys[t])
+        for t in range(family.T)
+    ]
+    return np.mean(per_step, 0)
+
+
 def latent_usage(family, posterior: Any) -> dict[str, np.ndarray]:
     """Categorical: ``class_probabilities`` (the aggregate posterior, float(K)) and ``effective_classes``
     (``exp`` of its entropy). Gaussian: ``explained`` per dimension, float(d), the share of the latent's
@@ -49,6 +60,7 @@ def latent_usage(family, posterior: Any) -> dict[str, np.ndarray]:
         entropy = -np.sum(aggregate * np.log(np.clip(aggregate, 1e-30, None)))
         return {"class_probabilities": aggregate, "effective_classes": float(np.exp(entropy))}
     mean, cov = (np.asarray(a) for a in posterior)
+    mean, cov = mean.reshape(-1, mean.shape[-1]), cov.reshape(-1, *cov.shape[-2:])  # a chain's steps pooled
     between = mean.var(0)
     within = np.diagonal(cov, axis1=-2, axis2=-1).mean(0)
     return {"explained": between / (between + within)}
@@ -59,15 +71,17 @@ def report(rpm: Any, views: tuple | None, key: jax.Array) -> dict[str, Any]:
     ``latent_usage`` and, for Gaussian latents of dimension ≤ 2, ``exact_objective`` and ``bound_gap``."""
     family = rpm.latent
     eta0 = rpm._model.prior(rpm.params)
+    chain = getattr(family, "chain", False)
+    mismatch = chain_mismatch(family, rpm._bank, key) if chain else prior_mismatch(family, eta0, rpm._bank, key)
     out: dict[str, Any] = {
-        "prior_mismatch": prior_mismatch(family, eta0, rpm._bank, key),
+        "prior_mismatch": mismatch,
         "identifiable": family.discrete or rpm.n_views > 2,
     }
     if views is None:
         return out
     out["objective"] = rpm.objective(views)
     out["latent_usage"] = latent_usage(family, rpm.posterior(views))
-    if not family.discrete and family.dim in QUADRATURE_POINTS:
+    if not family.discrete and not chain and family.dim in QUADRATURE_POINTS:
         out["exact_objective"] = rpm.exact_objective(views)
         out["bound_gap"] = out["exact_objective"] - out["objective"]
     return out

@@ -223,6 +223,10 @@ FAMILIES = {"Categorical": Categorical, "Gaussian": Gaussian, "DiagGaussian": Di
 def from_description(description: dict[str, Any]) -> Any:
     """The family a :meth:`describe` mapping names (for loading)."""
     name = description.get("family")
+    if name == "GaussMarkov":
+        from .markov import GaussMarkov
+
+        return GaussMarkov(int(description["T"]), int(description["size"]))
     if name not in FAMILIES:
-        raise ValueError(f"unknown latent family {name!r} in the file; known: {tuple(FAMILIES)}")
+        raise ValueError(f"unknown latent family {name!r} in the file; known: {(*FAMILIES, 'GaussMarkov')}")
     return FAMILIES[name](int(description["size"]))

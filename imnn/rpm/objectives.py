@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from . import markov
 from .families import add
 
 QUADRATURE_POINTS = {1: 2001, 2: 161}  # grid points per axis of the exact (quadrature) objective
@@ -72,10 +73,24 @@ def use_theta_bound(family, eta0: Any, batch: Any, bank: Any) -> jax.Array:
 
 
 def per_item(family, eta0: Any, batch: Any, bank: Any) -> jax.Array:
-    """The objective of each batch item, float(B): exact ``log w`` (discrete) or its lower bound."""
+    """The objective of each batch item, float(B): exact ``log w`` (discrete) or its lower bound.
+    For a chain latent ``eta0`` is the prior's transition matrix."""
     if family.discrete:
         return discrete_log_w(family, eta0, batch, bank)
+    if getattr(family, "chain", False):
+        return markov.chain_bound(family, eta0, batch, bank)
     return use_theta_bound(family, eta0, batch, bank)
+
+
+def posterior(family, eta0: Any, batch: Any, bank: Any) -> Any:
+    """Per batch item: exact class probabilities float(B, K); ``q``'s ``(mean (B, d), cov (B, d, d))``;
+    or a chain's smoothed marginals ``(mean (B, T, d), cov (B, T, d, d))``."""
+    if family.discrete:
+        return jax.nn.softmax(discrete_log_joint(family, eta0, batch, bank))
+    if getattr(family, "chain", False):
+        q = markov.chain_posterior(family, eta0, batch)
+        return q.mean, q.cov
+    return family.moments(posterior_natural(eta0, batch))
 
 
 def quadrature_log_w(family, eta0: Any, batch: Any, bank: Any) -> jax.Array:

@@ -14,6 +14,7 @@ from .. import _checks, aggregation, engine, interrupts
 from ..adapters import as_optimiser, describe
 from . import diagnostics, families, objectives, store, training
 from .factors import as_factors
+from .markov import GaussMarkov
 from .training import Model, RPMMetrics, Weights
 
 Q_CHOICES = ("use_theta",)
@@ -52,11 +53,12 @@ class RPM:
     empirical distribution of view ``j`` and ``Fⱼ(Z) = (1/N) Σₙ fⱼ(Z|xⱼⁿ)``. No decoder is written.
 
     Args:
-        latent: :class:`~imnn.rpm.Categorical`, :class:`~imnn.rpm.Gaussian` or
-            :class:`~imnn.rpm.DiagGaussian`.
+        latent: :class:`~imnn.rpm.Categorical`, :class:`~imnn.rpm.Gaussian`,
+            :class:`~imnn.rpm.DiagGaussian` or :class:`~imnn.rpm.GaussMarkov` (views ``(N, T, ...)``).
         factors: one network per view mapping ONE item to ``latent.n_raw`` numbers
             (:class:`~imnn.rpm.MLP`, :class:`~imnn.rpm.Linear`, or a flax/equinox/stax model).
-        prior: ``None`` (learnt), or fixed: class probabilities float(K), or ``(mean, cov)``.
+        prior: ``None`` (learnt), or fixed: class probabilities float(K), ``(mean, cov)``, or a
+            chain's transition matrix float(d, d) (zeros: an i.i.d. prior over steps).
         q: the posterior of continuous latents' bound, ``"use_theta"`` (``q ∝ p^{1−J} Πⱼ fⱼ``,
             exact when every ``Fⱼ = p``). Discrete latents need none: their objective is exact.
         normaliser: ``"full"``, ``"batch"`` or ``"cache"`` (see :mod:`imnn.rpm.training`).
@@ -69,9 +71,9 @@ class RPM:
 
     def __init__(self, latent: Any, factors: Any, prior: Any = None, q: str = "use_theta",
                  normaliser: str = "full", key: jax.Array | None = None):  # fmt: skip
-        if not isinstance(latent, tuple(families.FAMILIES.values())):
-            raise TypeError(f"`latent` should be rpm.Categorical(K), rpm.Gaussian(d) or rpm.DiagGaussian(d), "
-                            f"but is {describe(latent)}")  # fmt: skip
+        if not isinstance(latent, (*families.FAMILIES.values(), GaussMarkov)):
+            raise TypeError(f"`latent` should be rpm.Categorical(K), rpm.Gaussian(d), rpm.DiagGaussian(d) or "
+                            f"rpm.GaussMarkov(T, d), but is {describe(latent)}")  # fmt: skip
         if not isinstance(factors, (list, tuple)) or len(factors) < 2:
             raise ValueError(f"`factors` should be a list of J ≥ 2 networks (one per view), but is {describe(factors)}")
         self.latent, self.factors = latent, list(factors)
@@ -98,13 +100,20 @@ class RPM:
     # ---------------------------------------------------------------- building
     def _build(self, item_shapes: list[tuple[int, ...]]) -> None:
         self.item_shapes = [tuple(s) for s in item_shapes]
-        networks = as_factors(self.factors, self.item_shapes, self.latent.n_raw)
+        steps = [s[1:] for s in self.item_shapes] if isinstance(self.latent, GaussMarkov) else self.item_shapes
+        networks = as_factors(self.factors, steps, self.latent.n_raw)
         self._model = Model(self.latent, tuple(networks), self._fixed_prior)
         self._increments = jax.jit(self._model.increments)
         self._evaluate = {what: jax.jit(training.evaluator(self._model, what)) for what in training.EVALUATIONS}
 
     def _ensure(self, name: str, views: Any) -> tuple:
         views = check_views(name, views, self.n_views, self.item_shapes)
+        if isinstance(self.latent, GaussMarkov):
+            for j, view in enumerate(views):
+                T = self.latent.T
+                if view.ndim < 2 or view.shape[1] != T:
+                    raise ValueError(f"`{name}[{j}]` has shape {tuple(view.shape)}, but a GaussMarkov(T={T}) latent "
+                                     f"needs views of shape (N, {T}, ...): the T axis second")  # fmt: skip
         if self.item_shapes is None:
             self._build([v.shape[1:] for v in views])
         if self.params is None:
@@ -129,7 +138,8 @@ class RPM:
 
         Returns:
             Categorical: probabilities float(N, K) (exact). Gaussian: ``(mean float(N, d), cov
-            float(N, d, d))`` of ``q``.
+            float(N, d, d))`` of ``q``. GaussMarkov: smoothed marginals ``(mean float(N, T, d),
+            cov float(N, T, d, d))``.
         """
         self._trained("posterior")
         views = self._ensure("views", views)

@@ -5,9 +5,11 @@ Three normalisers give ``Fⱼ`` during a minibatch step:
 - ``"full"``: every training item's factor, recomputed (and differentiated) each step: exact;
 - ``"batch"``: the minibatch's own factors (torchRPM's ``full_N_for_Fj=False``; a biased ``log Fⱼ``);
 - ``"cache"``: a bank of every item's factor increments carried with the weights, its
-  minibatch rows refreshed (and differentiated) each step and the rest held fixed: full-N
-  semantics at minibatch cost. The bank rides in :class:`Weights` and the optimiser wrapper
-  of :func:`with_bank` replaces it by the step's refreshed bank instead of applying a gradient.
+  minibatch rows refreshed each step and the rest held fixed: full-N semantics at minibatch
+  cost. The refreshed rows' gradient through ``Fⱼ`` is scaled by ``N/B``, so that it estimates
+  the full normaliser's gradient (a sum over all ``N`` rows) without bias. The bank rides in
+  :class:`Weights` and the optimiser wrapper of :func:`with_bank` replaces it by the step's
+  refreshed bank instead of applying a gradient.
 """
 
 from __future__ import annotations
@@ -53,10 +55,14 @@ class Model(NamedTuple):
 
     def increments(self, factor_params: tuple, views: tuple) -> Any:
         """Factor increments of every item, leaves with leading axes ``(J, items)``."""
-        per_view = [
-            self.family.increment(jax.vmap(network.apply, (None, 0))(params, view).astype(jnp.float32))
-            for network, params, view in zip(self.networks, factor_params, views)
-        ]
+
+        def apply(network, params, view):
+            over_items = jax.vmap(network.apply, (None, 0))
+            if getattr(self.family, "chain", False):  # the factor sees one step of one item
+                over_items = jax.vmap(jax.vmap(network.apply, (None, 0)), (None, 0))
+            return self.family.increment(over_items(params, view).astype(jnp.float32))
+
+        per_view = [apply(n, p, v) for n, p, v in zip(self.networks, factor_params, views)]
         return jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_view)
 
 
@@ -77,6 +83,11 @@ def _take(tree: Any, index: jax.Array) -> Any:
     return jax.tree.map(lambda leaf: leaf[:, index], tree)
 
 
+def _scale_gradient(x: jax.Array, factor: float) -> jax.Array:
+    """``x``, with its gradient multiplied by ``factor``."""
+    return jax.lax.stop_gradient(x) + factor * (x - jax.lax.stop_gradient(x))
+
+
 def loss_and_grad(model: Model, normaliser: str, batch_size: int) -> Callable:
     """``loss_and_grad(w, views, key) -> ((−objective, RPMMetrics), grads)`` on a minibatch of
     ``batch_size`` distinct items drawn with ``key`` (all items when it is the whole set)."""
@@ -92,7 +103,8 @@ def loss_and_grad(model: Model, normaliser: str, batch_size: int) -> Callable:
             batch = model.increments(w.factors, tuple(v[index] for v in views))
             bank = batch
             if normaliser == "cache":
-                bank = jax.tree.map(lambda b, g: jax.lax.stop_gradient(b).at[:, index].set(g), w.bank, batch)
+                rows = jax.tree.map(lambda g: _scale_gradient(g, n / index.shape[0]), batch)
+                bank = jax.tree.map(lambda b, g: jax.lax.stop_gradient(b).at[:, index].set(g), w.bank, rows)
         value = jnp.mean(objectives.per_item(model.family, eta0, batch, bank))
         refreshed = jax.lax.stop_gradient(bank) if normaliser == "cache" else None
         return -value, (value, refreshed)
@@ -140,9 +152,7 @@ def evaluator(model: Model, what: str) -> Callable:
             return objectives.per_item(family, eta0, g, bank)
         if what == "exact":
             return objectives.quadrature_log_w(family, eta0, g, bank)
-        if family.discrete:
-            return jax.nn.softmax(objectives.discrete_log_joint(family, eta0, g, bank))
-        return family.moments(objectives.posterior_natural(eta0, g))
+        return objectives.posterior(family, eta0, g, bank)
 
     def evaluate(w: Weights, bank: Any, views: tuple) -> Any:
         eta0 = model.prior(w)
