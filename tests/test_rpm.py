@@ -195,10 +195,10 @@ def exact_posterior(views):
     return sum((views[j] - 0.5) @ A[j] for j in range(J)) / precision, np.sqrt(1 / precision)
 
 
-@pytest.fixture(scope="module")
-def gaussian():
+@pytest.fixture(scope="module", params=["use_theta", "amortized"])
+def gaussian(request):
     train = linear_gaussian(2000, 11)
-    model = rpm.RPM(rpm.Gaussian(1), [rpm.Linear() for _ in range(J)], normaliser="cache")
+    model = rpm.RPM(rpm.Gaussian(1), [rpm.Linear() for _ in range(J)], normaliser="cache", q=request.param)
     model.fit(train, steps=1500, batch_size=200, learning_rate=3e-3, validation=linear_gaussian(500, 12),
               patience=300, progress=False)  # fmt: skip
     return model, train
@@ -279,6 +279,19 @@ def test_save_and_load_with_user_factors_and_a_fixed_prior(tmp_path):
     assert loaded.params.prior is None
 
 
+def test_save_and_load_an_amortized_q_with_its_own_network(tmp_path):
+    train = linear_gaussian(300, 41)
+    model = rpm.RPM(rpm.Gaussian(1), [rpm.Linear() for _ in range(J)], q="amortized", q_network=OwnFactor())
+    model.fit(train, steps=50, learning_rate=1e-2, progress=False)
+    model.save(tmp_path / "amortized")
+    with pytest.raises(ValueError, match="give it as `q_network`"):
+        rpm.RPM.load(tmp_path / "amortized")
+    loaded = rpm.RPM.load(tmp_path / "amortized", q_network=OwnFactor())
+    for a, b in zip(loaded.posterior(train), model.posterior(train)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert loaded.objective(train) == pytest.approx(model.objective(train), abs=1e-6)
+
+
 def test_a_second_fit_compiles_nothing_and_continues():
     _, train = mixture(200, 50)
     model = rpm.RPM(rpm.Categorical(K), [rpm.MLP((8,)) for _ in range(J)], normaliser="cache")
@@ -342,6 +355,15 @@ def test_bad_arguments_are_named(small):
         rpm.RPM(rpm.Categorical(K), [rpm.Linear()] * 3, normaliser="minibatch")
     with pytest.raises(ValueError, match="`prior`"):
         rpm.RPM(rpm.Categorical(K), [rpm.Linear()] * 3, prior=[0.5, 0.5])
+    with pytest.raises(ValueError, match="`q`.*Categorical latent takes q='use_theta'"):
+        rpm.RPM(rpm.Categorical(K), [rpm.Linear()] * 3, q="amortized")
+    with pytest.raises(ValueError, match="`q`"):
+        rpm.RPM(rpm.Gaussian(1), [rpm.Linear()] * 3, q="saturate")
+    with pytest.raises(ValueError, match="`q_network` is the network of q='amortized'"):
+        rpm.RPM(rpm.Gaussian(1), [rpm.Linear()] * 3, q_network=rpm.MLP())
+    amortized = rpm.RPM(rpm.Gaussian(1), [rpm.Linear()] * 3, q="amortized", q_network=nn.Dense(3))
+    with pytest.raises(ValueError, match=r"`q_network` maps one item of shape \(6,\).*\(3,\).*\(2,\)"):
+        amortized.fit(small, steps=1)  # the stacked views of one item: 3 views × 2 numbers
     model = rpm.RPM(rpm.Categorical(K), [OwnFactor() for _ in range(J)])  # 2 outputs, not K = 4
     with pytest.raises(ValueError, match=r"`factors\[0\]`.*\(4,\)"):
         model.fit(small, steps=1)

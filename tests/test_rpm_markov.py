@@ -156,13 +156,16 @@ def test_ar1_coefficient_is_learnt(chains):
 
 def test_chain_diagnostics_and_save_load(chains, tmp_path):
     fits, test = chains
-    report = fits["markov"].diagnostics(test[:100])
+    test = tuple(view[:100] for view in test)
+    report = fits["markov"].diagnostics(test)
     assert report["prior_mismatch"].shape == (VIEWS,) and np.all(report["prior_mismatch"] < 0.1)
     assert report["objective"] > 1.0  # the views share a latent: ≈ 3 nats per sequence
+    each = fits["markov"].objective(test, per_item=True)
+    assert each.shape == (100,) and abs(float(np.mean(each)) - report["objective"]) < 1e-5
     assert 0.4 < float(report["latent_usage"]["explained"][0]) < 1.0
     fits["markov"].save(tmp_path / "chain")
     loaded = rpm.RPM.load(tmp_path / "chain")
-    for before, after in zip(fits["markov"].posterior(test[:50]), loaded.posterior(test[:50])):
+    for before, after in zip(fits["markov"].posterior(test), loaded.posterior(test)):
         np.testing.assert_allclose(np.asarray(after), np.asarray(before), atol=1e-6)
 
 

@@ -70,20 +70,22 @@ def from_description(description: dict[str, Any] | None) -> Any:
     return Linear()
 
 
-def as_factors(factors: Any, item_shapes: list[tuple[int, ...]], n_raw: int) -> list[Network]:
-    """One :class:`~imnn.adapters.Network` per view, each checked to map one item to ``n_raw`` numbers."""
+def as_factors(factors: Any, item_shapes: list[tuple[int, ...]], n_raw: int, name: str = "factors") -> list[Network]:
+    """One :class:`~imnn.adapters.Network` per view, each checked to map one item to ``n_raw`` numbers
+    (errors name the argument ``name[j]``, or ``name`` itself for a single network)."""
     networks = []
     for j, (factor, shape) in enumerate(zip(factors, item_shapes)):
+        label = f"{name}[{j}]" if len(factors) > 1 or name == "factors" else name
         model = factor.build(n_raw) if isinstance(factor, tuple(BUILT_IN.values())) else factor
         try:
             network = as_network(model, shape)
         except TypeError as error:
-            raise TypeError(f"`factors[{j}]`: {error}") from None
+            raise TypeError(f"`{label}`: {error}") from None
         params = jax.eval_shape(network.init, jax.random.key(0))
         out = jax.eval_shape(network.apply, params, jax.ShapeDtypeStruct(shape, jnp.float32))
         if getattr(out, "shape", None) != (n_raw,):
             raise ValueError(
-                f"`factors[{j}]` maps one item of shape {shape} to an output of shape "
+                f"`{label}` maps one item of shape {shape} to an output of shape "
                 f"{getattr(out, 'shape', type(out).__name__)}, but the latent needs ({n_raw},) raw numbers "
                 "(`latent.n_raw`); use rpm.MLP / rpm.Linear to have the head sized for you"
             )

@@ -58,6 +58,22 @@ def solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.stack(x, -1)
 
 
+def inverse_lower(lower: jax.Array) -> jax.Array:
+    """``L⁻¹`` of lower-triangular float(..., d, d), one unrolled substitution per column."""
+    d = lower.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(d, dtype=lower.dtype), lower.shape)
+    return jnp.stack([solve_lower(lower, eye[..., i]) for i in range(d)], -1)
+
+
+def dot_mean(g: GaussianNatural, mean: jax.Array, cov: jax.Array) -> jax.Array:
+    """``gᵀ E[t(z)] = hᵀm − ½ tr(P (S + mmᵀ))`` for ``z ~ N(m, S)``, float(...); ``P`` full or diagonal."""
+    second = cov + mean[..., :, None] * mean[..., None, :]
+    if g.precision.ndim == g.h.ndim:  # a diagonal precision
+        second = jnp.diagonal(second, axis1=-2, axis2=-1)
+        return jnp.sum(g.h * mean, -1) - 0.5 * jnp.sum(g.precision * second, -1)
+    return jnp.sum(g.h * mean, -1) - 0.5 * jnp.sum(g.precision * second, (-2, -1))
+
+
 def add(eta: Any, increment: Any) -> Any:
     """``η + g`` leaf by leaf, broadcasting leading axes."""
     return jax.tree.map(jnp.add, eta, increment)
@@ -199,10 +215,8 @@ class Gaussian:
         if self.diagonal:
             variance = 1.0 / eta.precision
             return eta.h * variance, variance[..., None] * jnp.eye(self.d)
-        lower = cholesky(eta.precision)
-        eye = jnp.broadcast_to(jnp.eye(self.d, dtype=eta.h.dtype), eta.precision.shape)
-        inverse_lower = jnp.stack([solve_lower(lower, eye[..., i]) for i in range(self.d)], -1)  # L⁻¹
-        cov = jnp.swapaxes(inverse_lower, -1, -2) @ inverse_lower
+        inverse = inverse_lower(cholesky(eta.precision))
+        cov = jnp.swapaxes(inverse, -1, -2) @ inverse
         return jnp.einsum("...ij,...j->...i", cov, eta.h), cov
 
     def describe(self) -> dict[str, Any]:

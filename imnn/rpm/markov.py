@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks
-from .families import Gaussian, GaussianNatural, add, cholesky, solve_lower
+from .families import Gaussian, GaussianNatural, add, cholesky, dot_mean, inverse_lower, solve_lower
 
 
 class Smoothed(NamedTuple):
@@ -32,12 +32,6 @@ class Smoothed(NamedTuple):
     cov: jax.Array
     log_partition: jax.Array
     log_det_precision: jax.Array
-
-
-def _inverse_lower(lower: jax.Array) -> jax.Array:
-    d = lower.shape[-1]
-    eye = jnp.broadcast_to(jnp.eye(d, dtype=lower.dtype), lower.shape)
-    return jnp.stack([solve_lower(lower, eye[..., i]) for i in range(d)], -1)
 
 
 def smooth(transition: jax.Array, h: jax.Array, precision: jax.Array) -> Smoothed:
@@ -57,7 +51,7 @@ def smooth(transition: jax.Array, h: jax.Array, precision: jax.Array) -> Smoothe
     def forward(carry, inputs):
         lower_previous, y_previous = carry
         block, h_t = inputs
-        sub = off @ _inverse_lower(lower_previous).T  # L[t, t-1] = J[t, t-1] L[t-1, t-1]⁻ᵀ
+        sub = off @ inverse_lower(lower_previous).T  # L[t, t-1] = J[t, t-1] L[t-1, t-1]⁻ᵀ
         lower = cholesky(block - sub @ sub.T)
         y = solve_lower(lower, h_t - sub @ y_previous)
         return (lower, y), (lower, sub, y)
@@ -68,7 +62,7 @@ def smooth(transition: jax.Array, h: jax.Array, precision: jax.Array) -> Smoothe
     lowers = jnp.concatenate([first_lower[None], lowers])
     ys = jnp.concatenate([first_y[None], ys])
     subs = jnp.concatenate([jnp.zeros((1, d, d), h.dtype), subs])  # subs[t] = L[t, t-1]
-    inverses = _inverse_lower(lowers)  # L[t, t]⁻¹
+    inverses = inverse_lower(lowers)  # L[t, t]⁻¹
 
     def backward(carry, inputs):
         mean_next, cov_next, sub_next = carry
@@ -94,12 +88,6 @@ def prior_log_partition(transition: jax.Array, T: int) -> jax.Array:
     d = transition.shape[0]
     _, log_det_noise = jnp.linalg.slogdet(jnp.eye(d) - transition @ transition.T)
     return 0.5 * (T - 1) * log_det_noise + 0.5 * T * d * math.log(2 * math.pi)
-
-
-def dot_mean(g: GaussianNatural, mean: jax.Array, cov: jax.Array) -> jax.Array:
-    """``gᵀ E[t(z)] = hᵀm − ½ tr(P (S + mmᵀ))`` for ``z ~ N(m, S)``."""
-    second = cov + mean[..., :, None] * mean[..., None, :]
-    return jnp.sum(g.h * mean, -1) - 0.5 * jnp.sum(g.precision * second, (-2, -1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +180,6 @@ def chain_bound(family: GaussMarkov, transition: jax.Array, batch: GaussianNatur
 
 def _natural(mean: jax.Array, cov: jax.Array) -> tuple[jax.Array, jax.Array]:
     lower = cholesky(cov)
-    inverse = _inverse_lower(lower)
+    inverse = inverse_lower(lower)
     precision = jnp.swapaxes(inverse, -1, -2) @ inverse
     return jnp.einsum("...ij,...j->...i", precision, mean), precision

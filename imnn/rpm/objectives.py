@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from . import markov
-from .families import add
+from .families import add, dot_mean
 
 QUADRATURE_POINTS = {1: 2001, 2: 161}  # grid points per axis of the exact (quadrature) objective
 
@@ -49,48 +49,59 @@ def posterior_natural(eta0: Any, batch: Any) -> Any:
     return add(eta0, jax.tree.map(lambda g: jnp.sum(g, axis=0), batch))
 
 
-def use_theta_bound(family, eta0: Any, batch: Any, bank: Any) -> jax.Array:
-    """The inner variational lower bound on ``log w`` with ``q = η_q`` and ``νⱼ = η₀ − η_q``, float(B):
+def inner_bound(family, eta0: Any, batch: Any, bank: Any, eta_q: Any) -> jax.Array:
+    """The inner variational lower bound on ``log w`` for any Gaussian ``q`` of natural parameters
+    ``eta_q`` (leaves (B, ...)), with the auxiliary factors ``νⱼ = η₀ − η_q``, float(B):
 
-    ``−Φ(η₀) − Σⱼ Φ(η₀ + gⱼ) + (1+J) Φ(η_q) − Σⱼ log (1/M) Σₘ exp(Φ(η_q + gⱼₘ) − Φ(η₀ + gⱼₘ))``.
+    ``(η₀ + Σⱼ gⱼ − η_q)ᵀμ_q − Φ(η₀) − Σⱼ Φ(η₀ + gⱼ) + (1+J) Φ(η_q)
+    − Σⱼ log (1/M) Σₘ exp(Φ(η_q + gⱼₘ) − Φ(η₀ + gⱼₘ))``.
 
     The last term bounds ``−E_q[log Fⱼ]`` by Jensen's inequality; the bound is tight when every
-    ``Fⱼ = p``. Costs ``J·B·M`` log-partitions.
+    ``Fⱼ = p`` and ``q`` is the posterior. Costs ``J·B·M`` log-partitions.
     """
     n_views = jax.tree.leaves(batch)[0].shape[0]
-    eta_q = posterior_natural(eta0, batch)  # (B, ...)
+    mismatch = jax.tree.map(jnp.subtract, posterior_natural(eta0, batch), eta_q)  # zero for q="use_theta"
     phi_factors = family.log_partition(add(eta0, batch))  # (J, B)
     phi_bank = family.log_partition(add(eta0, bank))  # (J, M)
     pairs = add(_index(eta_q, (None, slice(None), None)), _index(bank, (slice(None), None)))  # (J, B, M, ...)
     log_ratio = family.log_partition(pairs) - phi_bank[:, None, :]
     inner = jax.nn.logsumexp(log_ratio, axis=-1) - math.log(_n_items(bank))  # (J, B)
     return (
-        -family.log_partition(eta0)
+        dot_mean(mismatch, *family.moments(eta_q))
+        - family.log_partition(eta0)
         - jnp.sum(phi_factors, 0)
         + (1 + n_views) * family.log_partition(eta_q)
         - jnp.sum(inner, 0)
     )
 
 
-def per_item(family, eta0: Any, batch: Any, bank: Any) -> jax.Array:
-    """The objective of each batch item, float(B): exact ``log w`` (discrete) or its lower bound.
-    For a chain latent ``eta0`` is the prior's transition matrix."""
+def use_theta_bound(family, eta0: Any, batch: Any, bank: Any) -> jax.Array:
+    """:func:`inner_bound` with ``q ∝ p^{1−J} Πⱼ fⱼ`` (``η_q = η₀ + Σⱼ gⱼ``), float(B)."""
+    return inner_bound(family, eta0, batch, bank, posterior_natural(eta0, batch))
+
+
+def per_item(family, eta0: Any, batch: Any, bank: Any, eta_q: Any = None) -> jax.Array:
+    """The objective of each batch item, float(B): exact ``log w`` (discrete) or its lower bound,
+    with ``q`` of natural parameters ``eta_q`` (an amortised ``q``) or, when ``None``, the
+    ``"use_theta"`` one. For a chain latent ``eta0`` is the prior's transition matrix."""
     if family.discrete:
         return discrete_log_w(family, eta0, batch, bank)
     if getattr(family, "chain", False):
         return markov.chain_bound(family, eta0, batch, bank)
+    if eta_q is not None:
+        return inner_bound(family, eta0, batch, bank, eta_q)
     return use_theta_bound(family, eta0, batch, bank)
 
 
-def posterior(family, eta0: Any, batch: Any, bank: Any) -> Any:
-    """Per batch item: exact class probabilities float(B, K); ``q``'s ``(mean (B, d), cov (B, d, d))``;
-    or a chain's smoothed marginals ``(mean (B, T, d), cov (B, T, d, d))``."""
+def posterior(family, eta0: Any, batch: Any, bank: Any, eta_q: Any = None) -> Any:
+    """Per batch item: exact class probabilities float(B, K); ``q``'s ``(mean (B, d), cov (B, d, d))``
+    (of ``eta_q`` when given); or a chain's smoothed marginals ``(mean (B, T, d), cov (B, T, d, d))``."""
     if family.discrete:
         return jax.nn.softmax(discrete_log_joint(family, eta0, batch, bank))
     if getattr(family, "chain", False):
         q = markov.chain_posterior(family, eta0, batch)
         return q.mean, q.cov
-    return family.moments(posterior_natural(eta0, batch))
+    return family.moments(posterior_natural(eta0, batch) if eta_q is None else eta_q)
 
 
 def quadrature_log_w(family, eta0: Any, batch: Any, bank: Any) -> jax.Array:

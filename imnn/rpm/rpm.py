@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -13,11 +14,11 @@ import optax
 from .. import _checks, aggregation, engine, interrupts
 from ..adapters import as_optimiser, describe
 from . import diagnostics, families, objectives, store, training
-from .factors import as_factors
+from .factors import MLP, as_factors
 from .markov import GaussMarkov
 from .training import Model, RPMMetrics, Weights
 
-Q_CHOICES = ("use_theta",)
+Q_CHOICES = ("use_theta", "amortized")
 PROGRESS = ("objective", "val_objective")
 NONFINITE_HINT = " (e.g. a learning rate too large, or factor networks fed unscaled data)"
 
@@ -60,9 +61,12 @@ class RPM:
         prior: ``None`` (learnt), or fixed: class probabilities float(K), ``(mean, cov)``, or a
             chain's transition matrix float(d, d) (zeros: an i.i.d. prior over steps).
         q: the posterior of continuous latents' bound, ``"use_theta"`` (``q ∝ p^{1−J} Πⱼ fⱼ``,
-            exact when every ``Fⱼ = p``). Discrete latents need none: their objective is exact.
+            exact when every ``Fⱼ = p``) or ``"amortized"`` (``q``'s natural parameters
+            ``η₀ + increment(q_network(x₁ … x_J))`` from a network over the stacked, flattened views).
+            Discrete latents need none: their objective is exact.
         normaliser: ``"full"``, ``"batch"`` or ``"cache"`` (see :mod:`imnn.rpm.training`).
         key: PRNG key of the initial weights (default ``jax.random.key(0)``).
+        q_network: the network of ``q="amortized"`` (default ``rpm.MLP((64, 64))``).
 
     Attributes:
         params: :class:`~imnn.rpm.training.Weights` (``None`` before the first fit).
@@ -70,7 +74,7 @@ class RPM:
     """
 
     def __init__(self, latent: Any, factors: Any, prior: Any = None, q: str = "use_theta",
-                 normaliser: str = "full", key: jax.Array | None = None):  # fmt: skip
+                 normaliser: str = "full", key: jax.Array | None = None, q_network: Any = None):  # fmt: skip
         if not isinstance(latent, (*families.FAMILIES.values(), GaussMarkov)):
             raise TypeError(f"`latent` should be rpm.Categorical(K), rpm.Gaussian(d), rpm.DiagGaussian(d) or "
                             f"rpm.GaussMarkov(T, d), but is {describe(latent)}")  # fmt: skip
@@ -78,6 +82,13 @@ class RPM:
             raise ValueError(f"`factors` should be a list of J ≥ 2 networks (one per view), but is {describe(factors)}")
         self.latent, self.factors = latent, list(factors)
         self.q = _checks.one_of("q", q, Q_CHOICES)
+        if self.q != "use_theta" and (latent.discrete or getattr(latent, "chain", False)):
+            raise ValueError(f"`q` (={q!r}) applies to Gaussian and DiagGaussian latents; a "
+                             f"{type(latent).__name__} latent takes q='use_theta' (an exact posterior, or the "
+                             "chain's smoother)")  # fmt: skip
+        if q_network is not None and self.q != "amortized":
+            raise ValueError("`q_network` is the network of q='amortized', but `q` is " + repr(q))
+        self.q_network = (MLP((64, 64)) if q_network is None else q_network) if self.q == "amortized" else None
         self.normaliser = _checks.one_of("normaliser", normaliser, training.NORMALISERS)
         self._fixed_prior = None if prior is None else latent.fixed_prior(prior)
         self._key = jax.random.key(0) if key is None else _checks.key("key", key)
@@ -102,7 +113,11 @@ class RPM:
         self.item_shapes = [tuple(s) for s in item_shapes]
         steps = [s[1:] for s in self.item_shapes] if isinstance(self.latent, GaussMarkov) else self.item_shapes
         networks = as_factors(self.factors, steps, self.latent.n_raw)
-        self._model = Model(self.latent, tuple(networks), self._fixed_prior)
+        q_network = None
+        if self.q_network is not None:
+            stacked = (sum(math.prod(shape) for shape in self.item_shapes),)
+            (q_network,) = as_factors([self.q_network], [stacked], self.latent.n_raw, name="q_network")
+        self._model = Model(self.latent, tuple(networks), self._fixed_prior, q_network)
         self._increments = jax.jit(self._model.increments)
         self._evaluate = {what: jax.jit(training.evaluator(self._model, what)) for what in training.EVALUATIONS}
 
@@ -126,6 +141,7 @@ class RPM:
             factors=tuple(network.init(k) for network, k in zip(self._model.networks, keys)),
             prior=self.latent.init_prior() if self._fixed_prior is None else None,
             bank=None,
+            q=None if self._model.q_network is None else self._model.q_network.init(jax.random.fold_in(self._key, 1)),
         )
 
     def _trained(self, what: str) -> None:
@@ -145,25 +161,27 @@ class RPM:
         views = self._ensure("views", views)
         return self._evaluate["posterior"](self.params, self._bank, views)
 
-    def objective(self, views: Any) -> float:
+    def objective(self, views: Any, per_item: bool = False) -> float | np.ndarray:
         """Mean over the items of ``views`` of the objective maximised (nats per datum), with the
         training normaliser: the exact ``log w = log p(X) + J log N`` for discrete latents, its
-        lower bound for continuous ones."""
+        lower bound for continuous ones. ``per_item=True``: each item's, float(N)."""
         self._trained("objective")
-        views = self._ensure("views", views)
-        return float(jnp.mean(self._evaluate["objective"](self.params, self._bank, views)))
+        return self._mean_or_items(self._evaluate["objective"], self._ensure("views", views), per_item)
 
-    def exact_objective(self, views: Any) -> float:
-        """Mean exact ``log w`` of ``views`` by quadrature (Gaussian latents of dimension ≤ 2; for
-        Categorical latents :meth:`objective` is exact already)."""
+    def exact_objective(self, views: Any, per_item: bool = False) -> float | np.ndarray:
+        """Mean (or, ``per_item=True``, each item's float(N)) exact ``log w`` of ``views`` by quadrature
+        (Gaussian latents of dimension ≤ 2; for Categorical latents :meth:`objective` is exact already)."""
         self._trained("exact_objective")
         if self.latent.discrete:
-            return self.objective(views)
-        if self.latent.dim not in objectives.QUADRATURE_POINTS:
+            return self.objective(views, per_item)
+        if getattr(self.latent, "chain", False) or self.latent.dim not in objectives.QUADRATURE_POINTS:
             raise ValueError(f"`exact_objective` integrates on a grid, for latents of dimension ≤ 2, "
-                             f"but this one has d = {self.latent.dim}")  # fmt: skip
-        views = self._ensure("views", views)
-        return float(jnp.mean(self._evaluate["exact"](self.params, self._bank, views)))
+                             f"but this one has dimension {self.latent.dim}")  # fmt: skip
+        return self._mean_or_items(self._evaluate["exact"], self._ensure("views", views), per_item)
+
+    def _mean_or_items(self, evaluate: Any, views: tuple, per_item: bool) -> float | np.ndarray:
+        values = evaluate(self.params, self._bank, views)
+        return np.asarray(values) if per_item else float(jnp.mean(values))
 
     def diagnostics(self, views: Any = None, key: jax.Array | None = None) -> dict[str, Any]:
         """What to check after a fit (see :func:`imnn.rpm.diagnostics.report`); ``views`` default to none
@@ -275,7 +293,8 @@ class RPM:
         store.save(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, factors: Any = None) -> RPM:
+    def load(cls, path: str | os.PathLike, factors: Any = None, q_network: Any = None) -> RPM:
         """The RPM saved at ``path``. Built-in factors (:class:`MLP`, :class:`Linear`) are rebuilt from
-        the file; give ``factors`` when the saved model used networks of your own."""
-        return store.load(cls, path, factors)
+        the file; give ``factors`` (and an amortised q's ``q_network``) when the saved model used
+        networks of your own."""
+        return store.load(cls, path, factors, q_network)

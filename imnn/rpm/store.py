@@ -3,8 +3,8 @@
 A file holds the latent family, the normaliser and ``q`` settings, the item shape of each
 view, a fixed prior, the built-in factors' hyper-parameters, the weights, the training
 normaliser (every training item's factor increments, so loaded posteriors use it) and the
-history. User networks are code: :meth:`RPM.load` takes them as ``factors``. The optimiser
-state is not kept: a loaded model's next ``fit`` starts a fresh optimiser.
+history. User networks are code: :meth:`RPM.load` takes them as ``factors`` (and
+``q_network``). The optimiser state is not kept: a loaded model's next ``fit`` starts a fresh optimiser.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def save(rpm: Any, path: str | os.PathLike) -> None:
         "normaliser": rpm.normaliser,
         "item_shapes": [list(s) for s in rpm.item_shapes],
         "factors": [f.describe() if isinstance(f, built_in) else None for f in rpm.factors],
+        "q_network": rpm.q_network.describe() if isinstance(rpm.q_network, built_in) else None,
         "fixed_prior": None if rpm._fixed_prior is None else _leaves(rpm._fixed_prior),
         "trees": {"params": _leaves(rpm.params), "bank": _leaves(rpm._bank)},
         "history": {name: np.asarray(values) for name, values in rpm.history.items()},
@@ -42,7 +43,7 @@ def save(rpm: Any, path: str | os.PathLike) -> None:
         persistence._write_atomically(path, persistence.encode(payload))
 
 
-def load(cls: type, path: str | os.PathLike, factors: Any) -> Any:
+def load(cls: type, path: str | os.PathLike, factors: Any, q_network: Any = None) -> Any:
     saved = persistence._read(path)
     if saved.get("kind") != KIND:
         raise ValueError(f"`path` ({os.fspath(path)!r}) is not an RPM file (kind {saved.get('kind')!r})")
@@ -54,7 +55,11 @@ def load(cls: type, path: str | os.PathLike, factors: Any) -> Any:
             raise ValueError("the saved RPM used factor networks of your own: give them as `factors`")
     elif len(factors) != len(described):
         raise ValueError(f"`factors` has {len(factors)} networks, but the saved RPM has {len(described)} views")
-    rpm = cls(latent, factors, q=saved["q"], normaliser=saved["normaliser"])
+    if saved["q"] == "amortized" and q_network is None:
+        q_network = factor_networks.from_description(saved.get("q_network"))
+        if q_network is None:
+            raise ValueError("the saved RPM's amortised q used a network of your own: give it as `q_network`")
+    rpm = cls(latent, factors, q=saved["q"], normaliser=saved["normaliser"], q_network=q_network)
     natural = jax.eval_shape(latent.prior_natural, latent.init_prior())
     if saved["fixed_prior"] is not None:
         rpm._fixed_prior = _unflatten(natural, saved["fixed_prior"])

@@ -30,11 +30,13 @@ EVALUATION_CHUNK = 256  # items per evaluation chunk (bounds the J·B·M memory 
 
 class Weights(NamedTuple):
     """What the engine optimises: the factor networks' weights (one per view), the prior's raw
-    parameters (``None`` when fixed) and the ``"cache"`` normaliser's bank (``None`` otherwise)."""
+    parameters (``None`` when fixed), the ``"cache"`` normaliser's bank (``None`` otherwise) and
+    the amortised ``q`` network's weights."""
 
     factors: tuple
     prior: Any
     bank: Any
+    q: Any = None  # the amortised q network's weights (q="amortized"), or None
 
 
 class RPMMetrics(NamedTuple):
@@ -49,6 +51,7 @@ class Model(NamedTuple):
     family: Any
     networks: tuple[Network, ...]
     fixed_prior: Any  # natural parameters of a fixed prior, or None (learnt)
+    q_network: Network | None = None  # q="amortized": stacked views of one item -> n_raw
 
     def prior(self, w: Weights) -> Any:
         return self.fixed_prior if self.fixed_prior is not None else self.family.prior_natural(w.prior)
@@ -64,6 +67,16 @@ class Model(NamedTuple):
 
         per_view = [apply(n, p, v) for n, p, v in zip(self.networks, factor_params, views)]
         return jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_view)
+
+
+    def q_natural(self, w: Weights, eta0: Any, views: tuple) -> Any:
+        """An amortised ``q``'s natural parameters ``η₀ + increment(net(x₁ … x_J))`` per item (leaves
+        with leading axis ``items``), or ``None`` for ``q="use_theta"``."""
+        if self.q_network is None:
+            return None
+        stacked = jnp.concatenate([v.reshape(v.shape[0], -1) for v in views], -1)
+        raw = jax.vmap(self.q_network.apply, (None, 0))(w.q, stacked).astype(jnp.float32)
+        return jax.tree.map(jnp.add, eta0, self.family.increment(raw))
 
 
 def with_bank(optimiser: Optimiser) -> Optimiser:
@@ -96,16 +109,18 @@ def loss_and_grad(model: Model, normaliser: str, batch_size: int) -> Callable:
         n = views[0].shape[0]
         index = jnp.arange(n) if batch_size >= n else jax.random.choice(key, n, (batch_size,), replace=False)
         eta0 = model.prior(w)
+        batch_views = tuple(v[index] for v in views)
         if normaliser == "full":
             bank = model.increments(w.factors, views)
             batch = _take(bank, index)
         else:
-            batch = model.increments(w.factors, tuple(v[index] for v in views))
+            batch = model.increments(w.factors, batch_views)
             bank = batch
             if normaliser == "cache":
                 rows = jax.tree.map(lambda g: _scale_gradient(g, n / index.shape[0]), batch)
                 bank = jax.tree.map(lambda b, g: jax.lax.stop_gradient(b).at[:, index].set(g), w.bank, rows)
-        value = jnp.mean(objectives.per_item(model.family, eta0, batch, bank))
+        eta_q = model.q_natural(w, eta0, batch_views)
+        value = jnp.mean(objectives.per_item(model.family, eta0, batch, bank, eta_q))
         refreshed = jax.lax.stop_gradient(bank) if normaliser == "cache" else None
         return -value, (value, refreshed)
 
@@ -147,15 +162,17 @@ def evaluator(model: Model, what: str) -> Callable:
     ``(mean, cov)``) or the ``"exact"`` (quadrature) ``log w`` float(N)."""
     family = model.family
 
-    def on_chunk(eta0, g, bank):
+    def on_chunk(eta0, g, bank, eta_q):
         if what == "objective":
-            return objectives.per_item(family, eta0, g, bank)
+            return objectives.per_item(family, eta0, g, bank, eta_q)
         if what == "exact":
             return objectives.quadrature_log_w(family, eta0, g, bank)
-        return objectives.posterior(family, eta0, g, bank)
+        return objectives.posterior(family, eta0, g, bank, eta_q)
 
     def evaluate(w: Weights, bank: Any, views: tuple) -> Any:
         eta0 = model.prior(w)
-        return chunked(lambda g: on_chunk(eta0, g, bank), model.increments(w.factors, views))
+        eta_q = jax.tree.map(lambda leaf: leaf[None], model.q_natural(w, eta0, views))  # items on axis 1
+        unwrap = lambda tree: jax.tree.map(lambda leaf: leaf[0], tree)
+        return chunked(lambda c: on_chunk(eta0, c[0], bank, unwrap(c[1])), (model.increments(w.factors, views), eta_q))
 
     return evaluate
