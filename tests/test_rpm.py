@@ -15,7 +15,7 @@ from helpers import compilations
 from scipy.optimize import linear_sum_assignment
 
 from imnn import rpm
-from imnn.rpm import objectives
+from imnn.rpm import objectives, training
 from imnn.rpm.families import GaussianNatural
 
 K, J = 4, 3
@@ -99,6 +99,9 @@ def test_discrete_diagnostics(discrete):
     assert report["prior_mismatch"].shape == (J,) and np.all(report["prior_mismatch"] >= -1e-6)
     assert np.all(report["prior_mismatch"] < 0.05)  # a fitted Fⱼ is close to the prior
     assert 3.8 < report["latent_usage"]["effective_classes"] <= 4.0
+    probabilities = model.prior  # the learnt prior, in the form `prior=` takes: the data's classes are equal
+    assert probabilities.shape == (K,) and abs(probabilities.sum() - 1) < 1e-5
+    np.testing.assert_allclose(probabilities, 1 / K, atol=0.05)
 
 
 # ------------------------------------------------------------- objectives, exactly
@@ -180,6 +183,27 @@ def test_quadrature_log_w_equals_the_closed_form_of_a_one_item_normaliser(d):
     np.testing.assert_allclose(np.asarray(got), expected, atol=2e-3)
 
 
+@pytest.mark.parametrize("d", [1, 2])
+def test_saturated_q_tightens_the_bound_and_stays_below_the_exact_objective(d):
+    """Where every Fⱼ is far from the prior the use_theta bound is loose; the per-item optimised q
+    closes most of the gap and is still a bound (below log w by quadrature)."""
+    rng = np.random.default_rng(3)
+    family = rpm.Gaussian(d)
+    with jax.enable_x64(True):
+        eta0 = jax.tree.map(jnp.asarray, _gaussian_tree(rng, d=d, offset=1.0))
+        batch = jax.tree.map(jnp.asarray, _gaussian_tree(rng, J, 40, d=d, offset=0.1))
+        bank = jax.tree.map(jnp.asarray, _gaussian_tree(rng, J, 60, d=d, offset=0.1))
+        batch = batch._replace(h=2 * batch.h)  # factors spread out: Fⱼ ≠ p
+        use_theta = np.asarray(objectives.use_theta_bound(family, eta0, batch, bank))
+        q = objectives.saturated_q(family, eta0, batch, bank)
+        saturated = np.asarray(objectives.inner_bound(family, eta0, batch, bank, q))
+        exact = np.asarray(objectives.quadrature_log_w(family, eta0, batch, bank))
+    assert np.all(saturated >= use_theta - 1e-9)
+    assert np.all(saturated <= exact + 1e-4)
+    gap, saturated_gap = np.mean(exact - use_theta), np.mean(exact - saturated)
+    assert gap > 0.3 and saturated_gap < 0.25 * gap, (gap, saturated_gap)
+
+
 # ------------------------------------------------------------ Gaussian latent, exactly
 A = np.random.default_rng(10).normal(size=(J, 4)) * 0.7
 
@@ -226,6 +250,28 @@ def test_every_reported_bound_is_below_the_exact_objective(gaussian):
         assert 0 <= report["bound_gap"] < 0.05
     # and along the fit: the history's bounds never exceed the final exact value by more than noise
     assert np.nanmax(model.history["val_objective"]) <= model.exact_objective(linear_gaussian(500, 12)) + 0.02
+
+
+def test_a_saturated_q_fits_like_the_others_and_survives_save_and_load(tmp_path):
+    train, test = linear_gaussian(600, 15), linear_gaussian(500, 16)
+    model = rpm.RPM(rpm.Gaussian(1), [rpm.Linear() for _ in range(J)], normaliser="cache", q="saturated")
+    model.fit(train, steps=800, batch_size=100, learning_rate=1e-2, progress=False)
+    assert model.params.q.shape == (600, model.latent.n_raw)  # one q per training item
+    mean, cov = (np.asarray(a) for a in model.posterior(test))
+    exact_mean, exact_sd = exact_posterior(test)
+    design = np.stack([mean[:, 0], np.ones(len(mean))], 1)
+    coef, *_ = np.linalg.lstsq(design, exact_mean, rcond=None)
+    r2 = 1 - ((design @ coef - exact_mean) ** 2).sum() / ((exact_mean - exact_mean.mean()) ** 2).sum()
+    assert r2 >= 0.965 and abs(abs(coef[0]) * np.sqrt(cov[:, 0, 0]).mean() / exact_sd - 1) < 0.15
+    saturated, exact = model.objective(test, per_item=True), model.exact_objective(test, per_item=True)
+    use_theta = training.evaluator(model._model, "objective", saturation_steps=0)(model.params, model._bank, test)
+    assert np.all(saturated >= np.asarray(use_theta) - 1e-5) and np.all(saturated <= exact + 1e-4)
+    model.save(tmp_path / "saturated")
+    loaded = rpm.RPM.load(tmp_path / "saturated")
+    for a, b in zip(loaded.posterior(test), model.posterior(test)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    with pytest.raises(ValueError, match="one q per training item of the 600"):
+        loaded.fit(test, steps=1, progress=False)
 
 
 def test_two_continuous_views_warn_that_the_model_is_not_identifiable():
@@ -277,6 +323,11 @@ def test_save_and_load_with_user_factors_and_a_fixed_prior(tmp_path):
     for a, b in zip(loaded.posterior(train), model.posterior(train)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     assert loaded.params.prior is None
+    mean, cov = loaded.prior
+    np.testing.assert_array_equal(mean, [0.0])
+    np.testing.assert_array_equal(cov, [[1.0]])
+    with pytest.raises(ValueError, match="call `fit` first"):
+        _ = rpm.RPM(rpm.Categorical(K), [rpm.Linear()] * J).prior
 
 
 def test_save_and_load_an_amortized_q_with_its_own_network(tmp_path):
@@ -357,6 +408,8 @@ def test_bad_arguments_are_named(small):
         rpm.RPM(rpm.Categorical(K), [rpm.Linear()] * 3, prior=[0.5, 0.5])
     with pytest.raises(ValueError, match="`q`.*Categorical latent takes q='use_theta'"):
         rpm.RPM(rpm.Categorical(K), [rpm.Linear()] * 3, q="amortized")
+    with pytest.raises(ValueError, match="`q`.*GaussMarkov latent takes q='use_theta'"):
+        rpm.RPM(rpm.GaussMarkov(5, 1), [rpm.Linear()] * 3, q="saturated")
     with pytest.raises(ValueError, match="`q`"):
         rpm.RPM(rpm.Gaussian(1), [rpm.Linear()] * 3, q="saturate")
     with pytest.raises(ValueError, match="`q_network` is the network of q='amortized'"):

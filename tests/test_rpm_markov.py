@@ -150,7 +150,7 @@ def test_ar1_smoothed_means_match_the_exact_smoother(chains):
 
 def test_ar1_coefficient_is_learnt(chains):
     fits, _ = chains
-    transition = np.asarray(fits["markov"]._model.prior(fits["markov"].params))
+    transition = fits["markov"].prior
     assert abs(float(transition[0, 0]) - AR) <= 0.06, transition
 
 

@@ -165,6 +165,19 @@ class Gaussian:
     def increment(self, raw: jax.Array) -> GaussianNatural:
         return GaussianNatural(raw[..., : self.d], self._square(raw[..., self.d :]))
 
+    def relative(self, base: GaussianNatural, raw: jax.Array) -> GaussianNatural:
+        """A Gaussian free to move away from ``base`` (``base`` itself at ``raw = 0``), for a ``q``
+        optimised per item: ``h = h_b + raw[:d]``, ``P = L_b M Mᵀ L_bᵀ`` with ``L_b`` the Cholesky
+        factor of ``P_b`` and ``M`` lower triangular of diagonal ``exp(·)`` (a diagonal: ``P_b e^{2r}``)."""
+        h, triangle = base.h + raw[..., : self.d], raw[..., self.d :]
+        if self.diagonal:
+            return GaussianNatural(h, base.precision * jnp.exp(2 * triangle))
+        rows, cols = np.tril_indices(self.d)
+        values = jnp.where(rows == cols, jnp.exp(triangle), triangle)
+        middle = jnp.zeros((*raw.shape[:-1], self.d, self.d), raw.dtype).at[..., rows, cols].set(values)
+        lower = cholesky(base.precision) @ middle
+        return GaussianNatural(h, lower @ jnp.swapaxes(lower, -1, -2))
+
     def init_prior(self) -> jax.Array:
         """Raw prior parameters, as for a factor: ``h = 0`` and unit precision."""
         triangle = np.zeros(self.n_raw - self.d, np.float32)

@@ -16,11 +16,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from . import markov
 from .families import add, dot_mean
 
 QUADRATURE_POINTS = {1: 2001, 2: 161}  # grid points per axis of the exact (quadrature) objective
+SATURATION_STEPS = 50  # Adam steps of q="saturated"'s per-item optimisation of held-out items
+SATURATION_RATE = 0.05
 
 
 def _index(tree: Any, i: Any) -> Any:
@@ -78,6 +81,31 @@ def inner_bound(family, eta0: Any, batch: Any, bank: Any, eta_q: Any) -> jax.Arr
 def use_theta_bound(family, eta0: Any, batch: Any, bank: Any) -> jax.Array:
     """:func:`inner_bound` with ``q ∝ p^{1−J} Πⱼ fⱼ`` (``η_q = η₀ + Σⱼ gⱼ``), float(B)."""
     return inner_bound(family, eta0, batch, bank, posterior_natural(eta0, batch))
+
+
+def saturated_q(family, eta0: Any, batch: Any, bank: Any, steps: int = SATURATION_STEPS) -> Any:
+    """Per batch item, the ``q`` maximising :func:`inner_bound` (``q="saturated"``: one ``q`` per item),
+    found by ``steps`` Adam steps in :meth:`~imnn.rpm.Gaussian.relative` coordinates from the
+    ``"use_theta"`` ``q``; the best iterate is kept, so its bound is never below ``"use_theta"``'s.
+    Natural parameters with leaves (B, ...), held constant for differentiation (envelope theorem)."""
+    eta0, batch, bank = jax.lax.stop_gradient((eta0, batch, bank))
+    base = posterior_natural(eta0, batch)
+    bound = lambda raw: inner_bound(family, eta0, batch, bank, family.relative(base, raw))
+    value_and_grad = jax.value_and_grad(lambda raw: (jnp.sum(-bound(raw)), -bound(raw)), has_aux=True)
+    optimiser = optax.adam(SATURATION_RATE)
+
+    def step(carry, _):
+        raw, state, best_raw, best = carry
+        (_, negative), grad = value_and_grad(raw)
+        better = -negative > best  # the bound at `raw`, before this step's update
+        best_raw, best = jnp.where(better[:, None], raw, best_raw), jnp.where(better, -negative, best)
+        updates, state = optimiser.update(grad, state)
+        return (optax.apply_updates(raw, updates), state, best_raw, best), None
+
+    start = jnp.zeros((_n_items(batch), family.n_raw), jnp.float32)
+    best = jnp.full(start.shape[0], -jnp.inf)
+    (_, _, best_raw, _), _ = jax.lax.scan(step, (start, optimiser.init(start), start, best), None, length=steps)
+    return family.relative(base, best_raw)
 
 
 def per_item(family, eta0: Any, batch: Any, bank: Any, eta_q: Any = None) -> jax.Array:

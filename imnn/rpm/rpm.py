@@ -18,7 +18,7 @@ from .factors import MLP, as_factors
 from .markov import GaussMarkov
 from .training import Model, RPMMetrics, Weights
 
-Q_CHOICES = ("use_theta", "amortized")
+Q_CHOICES = ("use_theta", "amortized", "saturated")
 PROGRESS = ("objective", "val_objective")
 NONFINITE_HINT = " (e.g. a learning rate too large, or factor networks fed unscaled data)"
 
@@ -62,8 +62,10 @@ class RPM:
             chain's transition matrix float(d, d) (zeros: an i.i.d. prior over steps).
         q: the posterior of continuous latents' bound, ``"use_theta"`` (``q ∝ p^{1−J} Πⱼ fⱼ``,
             exact when every ``Fⱼ = p``) or ``"amortized"`` (``q``'s natural parameters
-            ``η₀ + increment(q_network(x₁ … x_J))`` from a network over the stacked, flattened views).
-            Discrete latents need none: their objective is exact.
+            ``η₀ + increment(q_network(x₁ … x_J))`` from a network over the stacked, flattened views)
+            or ``"saturated"`` (one free ``q`` per training item, learnt with the weights; for any
+            other views optimised item by item, ``objectives.SATURATION_STEPS`` Adam steps: the
+            tightest bound, at that cost). Discrete latents need none: their objective is exact.
         normaliser: ``"full"``, ``"batch"`` or ``"cache"`` (see :mod:`imnn.rpm.training`).
         key: PRNG key of the initial weights (default ``jax.random.key(0)``).
         q_network: the network of ``q="amortized"`` (default ``rpm.MLP((64, 64))``).
@@ -71,6 +73,7 @@ class RPM:
     Attributes:
         params: :class:`~imnn.rpm.training.Weights` (``None`` before the first fit).
         history: ``{"objective", "val_objective"}`` per step over all fits.
+        prior: the learnt (or fixed) prior, see :attr:`prior`.
     """
 
     def __init__(self, latent: Any, factors: Any, prior: Any = None, q: str = "use_theta",
@@ -108,6 +111,16 @@ class RPM:
     def n_views(self) -> int:
         return len(self.factors)
 
+    @property
+    def prior(self) -> Any:
+        """The prior, learnt or fixed, in the form ``prior=`` takes: class probabilities float(K),
+        ``(mean float(d), cov float(d, d))``, or a chain's transition matrix float(d, d)."""
+        if self.params is None:
+            raise ValueError("this RPM has no prior yet: call `fit` first (or give `prior=` to fix one)")
+        eta = self._model.prior(self.params)
+        value = eta if getattr(self.latent, "chain", False) else self.latent.moments(eta)
+        return jax.tree.map(np.asarray, value)
+
     # ---------------------------------------------------------------- building
     def _build(self, item_shapes: list[tuple[int, ...]]) -> None:
         self.item_shapes = [tuple(s) for s in item_shapes]
@@ -117,11 +130,11 @@ class RPM:
         if self.q_network is not None:
             stacked = (sum(math.prod(shape) for shape in self.item_shapes),)
             (q_network,) = as_factors([self.q_network], [stacked], self.latent.n_raw, name="q_network")
-        self._model = Model(self.latent, tuple(networks), self._fixed_prior, q_network)
+        self._model = Model(self.latent, tuple(networks), self._fixed_prior, q_network, self.q == "saturated")
         self._increments = jax.jit(self._model.increments)
         self._evaluate = {what: jax.jit(training.evaluator(self._model, what)) for what in training.EVALUATIONS}
 
-    def _ensure(self, name: str, views: Any) -> tuple:
+    def _ensure(self, name: str, views: Any, training: bool = False) -> tuple:
         views = check_views(name, views, self.n_views, self.item_shapes)
         if isinstance(self.latent, GaussMarkov):
             for j, view in enumerate(views):
@@ -132,16 +145,22 @@ class RPM:
         if self.item_shapes is None:
             self._build([v.shape[1:] for v in views])
         if self.params is None:
-            self.params = self._initial_weights()
+            self.params = self._initial_weights(views[0].shape[0] if training else 0)
         return views
 
-    def _initial_weights(self) -> Weights:
+    def _initial_weights(self, n_items: int) -> Weights:
+        """Fresh weights; a saturated ``q`` starts as the use_theta one of each of ``n_items`` training items."""
         keys = jax.random.split(self._key, self.n_views)
+        q = None
+        if self._model.q_network is not None:
+            q = self._model.q_network.init(jax.random.fold_in(self._key, 1))
+        elif self._model.saturated:
+            q = jnp.zeros((n_items, self.latent.n_raw), jnp.float32)
         return Weights(
             factors=tuple(network.init(k) for network, k in zip(self._model.networks, keys)),
             prior=self.latent.init_prior() if self._fixed_prior is None else None,
             bank=None,
-            q=None if self._model.q_network is None else self._model.q_network.init(jax.random.fold_in(self._key, 1)),
+            q=q,
         )
 
     def _trained(self, what: str) -> None:
@@ -216,8 +235,11 @@ class RPM:
             ``fit`` with the same settings continues the optimiser and compiles nothing.
         """
         steps = _checks.positive_int("steps", steps)
-        train = self._ensure("views", views)
+        train = self._ensure("views", views, training=True)
         n = train[0].shape[0]
+        if self._model.saturated and self.params.q.shape[0] != n:
+            raise ValueError(f"`views` has {n} items, but this RPM's q='saturated' keeps one q per training "
+                             f"item of the {self.params.q.shape[0]} it was fit on: continue on those")  # fmt: skip
         batch_size = n if batch_size is None else _checks.positive_int("batch_size", batch_size)
         if batch_size > n:
             raise ValueError(f"`batch_size` (={batch_size}) exceeds the {n} items of `views`")

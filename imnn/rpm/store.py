@@ -65,7 +65,8 @@ def load(cls: type, path: str | os.PathLike, factors: Any, q_network: Any = None
         rpm._fixed_prior = _unflatten(natural, saved["fixed_prior"])
     rpm._build([tuple(int(n) for n in s) for s in saved["item_shapes"]])
     try:
-        rpm.params = _restore("params", jax.eval_shape(rpm._initial_weights), saved)
+        n_items = len(np.asarray(saved["trees"]["bank"]["0"])[0])  # the training items (leaves: (J, N, ...))
+        rpm.params = _restore("params", jax.eval_shape(lambda: rpm._initial_weights(n_items)), saved)
     except persistence._Invalid as error:
         raise ValueError(f"`path` ({os.fspath(path)!r}) does not fit these `factors`: {error}") from None
     one_item = tuple(jnp.zeros((1, *shape)) for shape in rpm.item_shapes)

@@ -26,6 +26,7 @@ from . import objectives
 NORMALISERS = ("full", "batch", "cache")
 EVALUATIONS = ("objective", "posterior", "exact")
 EVALUATION_CHUNK = 256  # items per evaluation chunk (bounds the J·B·M memory of continuous bounds)
+VALIDATION_SATURATION_STEPS = 0  # q="saturated" validates every step: with the use_theta q (a lower bound)
 
 
 class Weights(NamedTuple):
@@ -36,7 +37,7 @@ class Weights(NamedTuple):
     factors: tuple
     prior: Any
     bank: Any
-    q: Any = None  # the amortised q network's weights (q="amortized"), or None
+    q: Any = None  # q="amortized": the q network's weights; q="saturated": raw float(N, n_raw), one row per item
 
 
 class RPMMetrics(NamedTuple):
@@ -52,6 +53,7 @@ class Model(NamedTuple):
     networks: tuple[Network, ...]
     fixed_prior: Any  # natural parameters of a fixed prior, or None (learnt)
     q_network: Network | None = None  # q="amortized": stacked views of one item -> n_raw
+    saturated: bool = False  # q="saturated": a q per item (rows of Weights.q while training)
 
     def prior(self, w: Weights) -> Any:
         return self.fixed_prior if self.fixed_prior is not None else self.family.prior_natural(w.prior)
@@ -120,6 +122,8 @@ def loss_and_grad(model: Model, normaliser: str, batch_size: int) -> Callable:
                 rows = jax.tree.map(lambda g: _scale_gradient(g, n / index.shape[0]), batch)
                 bank = jax.tree.map(lambda b, g: jax.lax.stop_gradient(b).at[:, index].set(g), w.bank, rows)
         eta_q = model.q_natural(w, eta0, batch_views)
+        if model.saturated:  # the batch items' own q, relative to their use_theta q
+            eta_q = model.family.relative(objectives.posterior_natural(eta0, batch), w.q[index])
         value = jnp.mean(objectives.per_item(model.family, eta0, batch, bank, eta_q))
         refreshed = jax.lax.stop_gradient(bank) if normaliser == "cache" else None
         return -value, (value, refreshed)
@@ -146,7 +150,7 @@ def validation(model: Model, normaliser: str) -> Callable:
     """``validate(w, (val_views, train_views), key) -> RPMMetrics``: the mean objective of the
     validation items with the training normaliser (the cache's bank, or all training items)."""
 
-    objective_per_item = evaluator(model, "objective")
+    objective_per_item = evaluator(model, "objective", saturation_steps=VALIDATION_SATURATION_STEPS)
 
     def validate(w: Weights, data: tuple, key: jax.Array) -> RPMMetrics:
         val_views, train_views = data
@@ -156,13 +160,16 @@ def validation(model: Model, normaliser: str) -> Callable:
     return validate
 
 
-def evaluator(model: Model, what: str) -> Callable:
+def evaluator(model: Model, what: str, saturation_steps: int = objectives.SATURATION_STEPS) -> Callable:
     """``evaluate(w, bank, views)`` per item of ``views`` against the normaliser ``bank``: the
     ``"objective"`` float(N), the ``"posterior"`` (probabilities float(N, K), or ``q``'s
-    ``(mean, cov)``) or the ``"exact"`` (quadrature) ``log w`` float(N)."""
+    ``(mean, cov)``) or the ``"exact"`` (quadrature) ``log w`` float(N). A saturated ``q`` is
+    optimised for each item of ``views`` (``saturation_steps``; 0: the use_theta ``q``)."""
     family = model.family
 
     def on_chunk(eta0, g, bank, eta_q):
+        if model.saturated and what != "exact" and saturation_steps > 0:
+            eta_q = objectives.saturated_q(family, eta0, g, bank, saturation_steps)
         if what == "objective":
             return objectives.per_item(family, eta0, g, bank, eta_q)
         if what == "exact":
