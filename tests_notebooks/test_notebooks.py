@@ -36,7 +36,7 @@ def execute(name, tmp_path):
 
 
 SCIENCE = ["2d_field_inference", "additive_noise", "imnn_vs_regression", "lfi_mean_and_variance", "rim_deconvolution",
-           "rpm_bouncing_ball", "rpm_mixture"]
+           "rpm_bouncing_ball", "rpm_copula", "rpm_mixture"]
 
 
 def test_every_notebook_is_tested():
@@ -168,4 +168,19 @@ def test_rpm_bouncing_ball_smooths_the_position_better_than_an_iid_prior(tmp_pat
     assert 0.85 < abs(transition) < 1.0  # the position changes little between steps
     mismatch = numbers(r"KL\(F_jt ‖ p₀\) per detector: \[([\d.]+)\s+([\d.]+)\s+([\d.]+)\]", text)
     assert max(mismatch) < 0.1
+    assert images >= 1
+
+
+def test_rpm_copula_recovers_the_mutual_information_and_the_copula_density(tmp_path):
+    text, images = execute("rpm_copula", tmp_path)
+    (true_mi,) = numbers(r"true mutual information: ([\d.]+) nats", text)
+    (sample,) = numbers(r"mean log copula density of the test pairs: ([-\d.]+)", text)
+    (objective,) = numbers(r"held-out objective: ([-\d.]+) nats per pair", text)
+    assert abs(true_mi - 0.5 * np.log(1 / (1 - 0.8**2))) < 1e-4
+    # log w estimates log c: close to the true value, and not above the test pairs' own mean log c
+    assert objective > true_mi - 0.08 and objective < sample + 0.03, (objective, true_mi, sample)  # measured 0.509
+    (correlation,) = numbers(r"correlation of log w with the true log copula density: ([-\d.]+)", text)
+    assert correlation >= 0.95  # measured 0.997
+    (control,) = numbers(r"views shuffled across pairs: held-out objective ([-\d.]+) nats", text)
+    assert abs(control) <= 0.03
     assert images >= 1
